@@ -1,0 +1,276 @@
+/**
+ * Configuration: YAML with `${ENV}` expansion, or environment variables
+ * alone (Lambda, Cloud Run). Validated at startup; every error names the key,
+ * what was expected and what was found.
+ *
+ * Sources of configuration, later ones win:
+ * 1. the YAML file given with `--config` (or `CLOUD_BOUNCER_CONFIG_FILE`),
+ *    or inline YAML/JSON in `CLOUD_BOUNCER_CONFIG`;
+ * 2. `CLOUD_BOUNCER__<key>__<key>…` variables, e.g.
+ *    `CLOUD_BOUNCER__TARGETS__0__REGION=eu-west-1` (keys lower-cased, numbers
+ *    index lists, values parsed as YAML scalars).
+ *
+ * `${VAR}` and `${VAR:-default}` are expanded inside string values (after
+ * parsing, so a value can never inject YAML). A missing variable without a
+ * default is an error naming the key.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './core/errors.js';
+import { OWNER_PATTERN } from './core/marker.js';
+import { DEFAULT_ORIGIN_CLASSES } from './core/decisions.js';
+import { LOG_LEVELS } from './log.js';
+import { cidr, duration } from './schema.js';
+import { lapiSourceSchema } from './sources/lapi.js';
+import { fileSourceSchema } from './sources/file.js';
+import { loadProvider, providerNames } from './providers/registry.js';
+
+const targetCommonSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected a name of letters, digits, dot, dash or underscore'),
+    provider: z.string(),
+    /** Writes allowed per run for this target; what is left converges on the next run. */
+    max_writes_per_run: z.number().int().min(1).max(100_000).default(500),
+  })
+  .loose();
+
+const sourceSchema = z.union([lapiSourceSchema, fileSourceSchema]);
+
+export const configSchema = z
+  .object({
+    owner: z.string().regex(OWNER_PATTERN, 'expected 1-30 lower-case letters, digits or dashes').default('default'),
+    log_level: z.enum(LOG_LEVELS).default('info'),
+    sources: z.array(z.unknown()).min(1, 'expected at least one source'),
+    whitelist: z
+      .object({
+        cidrs: z.array(cidr()).default([]),
+        hostnames: z.array(z.string().regex(/^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$/, 'expected a DNS hostname')).default([]),
+      })
+      .strict()
+      .default({ cidrs: [], hostnames: [] }),
+    /** Admin ranges that must never be banned (keep your own access). Honoured before anything else. */
+    never_ban: z.array(cidr()).default([]),
+    guards: z
+      .object({
+        min_prefix_v4: z.number().int().min(0).max(32).default(16),
+        min_prefix_v6: z.number().int().min(0).max(128).default(48),
+        max_ttl: duration().default(7 * 24 * 3_600_000),
+      })
+      .strict()
+      .default({ min_prefix_v4: 16, min_prefix_v6: 48, max_ttl: 7 * 24 * 3_600_000 }),
+    priority: z
+      .object({
+        manual_origins: z.array(z.string()).default(DEFAULT_ORIGIN_CLASSES.manual),
+        local_origins: z.array(z.string()).default(DEFAULT_ORIGIN_CLASSES.local),
+      })
+      .strict()
+      .default({ manual_origins: DEFAULT_ORIGIN_CLASSES.manual, local_origins: DEFAULT_ORIGIN_CLASSES.local }),
+    expiry: z
+      .object({ refresh_margin: duration().default(600_000) })
+      .strict()
+      .default({ refresh_margin: 600_000 }),
+    targets: z.array(targetCommonSchema).min(1, 'expected at least one target'),
+    daemon: z
+      .object({
+        interval: duration().default(60_000),
+        listen: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port')
+          .default('127.0.0.1:9090'),
+        /** Let LAPI sources poll deltas between full resyncs. */
+        delta: z.boolean().default(true),
+      })
+      .strict()
+      .default({ interval: 60_000, listen: '127.0.0.1:9090', delta: true }),
+  })
+  .strict();
+
+type Parsed = z.infer<typeof configSchema>;
+export type SourceConfig = z.infer<typeof sourceSchema>;
+
+export interface TargetConfig {
+  name: string;
+  provider: string;
+  max_writes_per_run: number;
+  /** The provider-specific keys, validated by the provider's schema. */
+  settings: unknown;
+}
+
+export interface Config extends Omit<Parsed, 'sources' | 'targets'> {
+  sources: SourceConfig[];
+  targets: TargetConfig[];
+}
+
+// ---------------------------------------------------------------------------
+
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing (the key is missing)';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'string') return `${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)} (string)`;
+  return `${String(v)} (${typeof v})`;
+}
+
+function keyPath(path: ReadonlyArray<PropertyKey>, prefix = ''): string {
+  let out = prefix;
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(root)';
+}
+
+function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let v: unknown = root;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[p];
+  }
+  return v;
+}
+
+/** Turns the first zod issue into a ConfigError naming the key, what was expected and what was found. */
+export function toConfigError(error: z.ZodError, input: unknown, prefix = ''): ConfigError {
+  const issue = error.issues[0]!;
+  if (issue.code === 'unrecognized_keys') {
+    const key = keyPath([...issue.path, issue.keys[0]!], prefix);
+    return new ConfigError(key, `unknown key (check the spelling; see the config reference in README.md)`);
+  }
+  if (issue.code === 'invalid_union') {
+    // Report the most specific branch error.
+    const branches = (issue as unknown as { errors: z.core.$ZodIssue[][] }).errors ?? [];
+    const best = branches.map((b) => b[0]).filter((b): b is z.core.$ZodIssue => !!b).sort((a, b) => b.path.length - a.path.length)[0];
+    if (best) return toConfigError(new z.ZodError([{ ...best, path: [...issue.path, ...best.path] }]), input, prefix);
+  }
+  const key = keyPath(issue.path, prefix);
+  const found = valueAt(input, issue.path);
+  if (issue.code === 'invalid_type') return new ConfigError(key, `expected ${issue.expected}, got ${describe(found)}`);
+  return new ConfigError(key, `${issue.message}${found !== undefined && issue.code !== 'custom' ? `, got ${describe(found)}` : ''}`);
+}
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Expands `${VAR}` / `${VAR:-default}` in every string value. */
+export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[] = []): unknown {
+  if (typeof value === 'string') {
+    return value.replace(ENV_REF, (_m, name: string, def: string | undefined) => {
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (def !== undefined) return def;
+      throw new ConfigError(keyPath(path), `environment variable ${name} is not set (referenced as \${${name}})`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, [...path, i]));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, [...path, k])]));
+  }
+  return value;
+}
+
+/** Applies `CLOUD_BOUNCER__A__B__0__C=value` overrides onto `base`. */
+export function applyEnvOverrides(base: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const root = structuredClone(base);
+  const keys = Object.keys(env)
+    .filter((k) => k.startsWith('CLOUD_BOUNCER__'))
+    .sort();
+  for (const name of keys) {
+    const parts = name.slice('CLOUD_BOUNCER__'.length).split('__').map((p) => p.toLowerCase());
+    if (parts.some((p) => p === '')) throw new ConfigError(name, 'malformed variable name (empty key between "__")');
+    let node: Record<string, unknown> | unknown[] = root;
+    parts.forEach((part, i) => {
+      const last = i === parts.length - 1;
+      const idx = /^\d+$/.test(part) ? Number(part) : undefined;
+      const key = idx ?? part;
+      if (last) {
+        let v: unknown;
+        try {
+          v = parseYaml(env[name] ?? '');
+        } catch {
+          v = env[name];
+        }
+        (node as Record<PropertyKey, unknown>)[key] = v;
+        return;
+      }
+      const nextIsIndex = /^\d+$/.test(parts[i + 1]!);
+      const cur = (node as Record<PropertyKey, unknown>)[key];
+      if (cur === undefined || cur === null || typeof cur !== 'object') {
+        (node as Record<PropertyKey, unknown>)[key] = nextIsIndex ? [] : {};
+      }
+      node = (node as Record<PropertyKey, unknown>)[key] as Record<string, unknown>;
+    });
+  }
+  return root;
+}
+
+export interface LoadOptions {
+  path?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Reads the raw config document (before validation). */
+export async function readRawConfig(opts: LoadOptions): Promise<Record<string, unknown>> {
+  const env = opts.env ?? process.env;
+  const path = opts.path ?? env.CLOUD_BOUNCER_CONFIG_FILE;
+  let text: string | undefined;
+  let where = 'CLOUD_BOUNCER_CONFIG';
+  if (path) {
+    where = path;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError('--config', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+  } else if (env.CLOUD_BOUNCER_CONFIG) {
+    text = env.CLOUD_BOUNCER_CONFIG;
+  }
+  let doc: unknown = {};
+  if (text !== undefined) {
+    try {
+      doc = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new ConfigError(where, `not valid YAML: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    }
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new ConfigError(where, `expected a mapping at the top level, got ${describe(doc)}`);
+  }
+  const withEnv = applyEnvOverrides(doc as Record<string, unknown>, env);
+  if (!path && !env.CLOUD_BOUNCER_CONFIG && Object.keys(withEnv).length === 0) {
+    throw new ConfigError('--config', 'no configuration: pass --config FILE, or set CLOUD_BOUNCER_CONFIG or CLOUD_BOUNCER__* variables');
+  }
+  return expandEnv(withEnv, env) as Record<string, unknown>;
+}
+
+/** Validates a raw config document, provider keys included. */
+export async function validateConfig(raw: unknown): Promise<Config> {
+  const res = configSchema.safeParse(raw);
+  if (!res.success) throw toConfigError(res.error, raw);
+  const parsed = res.data;
+  const sources: SourceConfig[] = [];
+  parsed.sources.forEach((s, i) => {
+    const r = sourceSchema.safeParse(s);
+    if (!r.success) throw toConfigError(r.error, s, `sources[${i}]`);
+    sources.push(r.data);
+  });
+  const dup = (names: string[]) => names.find((n, i) => names.indexOf(n) !== i);
+  const dupSource = dup(sources.map((s) => s.name));
+  if (dupSource) throw new ConfigError('sources', `source name ${JSON.stringify(dupSource)} is used twice; names must be unique`);
+  const dupTarget = dup(parsed.targets.map((t) => t.name));
+  if (dupTarget) throw new ConfigError('targets', `target name ${JSON.stringify(dupTarget)} is used twice; names must be unique`);
+
+  const targets: TargetConfig[] = [];
+  for (const [i, t] of parsed.targets.entries()) {
+    if (!providerNames().includes(t.provider)) {
+      throw new ConfigError(`targets[${i}].provider`, `unknown provider ${JSON.stringify(t.provider)}; expected one of ${providerNames().join(', ')}`);
+    }
+    const mod = await loadProvider(t.provider);
+    const { name, provider, max_writes_per_run, ...rest } = t;
+    const r = mod.configSchema.safeParse(rest);
+    if (!r.success) throw toConfigError(r.error, rest, `targets[${i}]`);
+    targets.push({ name, provider, max_writes_per_run, settings: r.data });
+  }
+  return { ...parsed, sources, targets };
+}
+
+export async function loadConfig(opts: LoadOptions): Promise<Config> {
+  return validateConfig(await readRawConfig(opts));
+}

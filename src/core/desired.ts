@@ -1,0 +1,118 @@
+/**
+ * Decisions − whitelist − guards → bans. Pure.
+ *
+ * Order matters: duplicates are merged first (longest expiry wins), then the
+ * minimum-prefix guard refuses over-broad bans, then the whitelist is
+ * subtracted (a banned range that contains a whitelisted address is split
+ * into the CIDRs that remain), then `max_ttl` caps every expiry.
+ */
+import { netToCidr, subtract, toNet, type NetIndex } from './cidr.js';
+import { ORIGIN_CLASS_RANK } from './types.js';
+import type { Ban, Decision, Family, OriginClass, Refused, Rule } from './types.js';
+
+export interface Guards {
+  /** Broadest prefix accepted per family (default /16 for IPv4, /48 for IPv6). */
+  minPrefix: Record<Family, number>;
+  /** Longest lifetime of a rule from now (ms); Infinity for none. */
+  maxTtlMs: number;
+}
+
+export const DEFAULT_GUARDS: Guards = { minPrefix: { 4: 16, 6: 48 }, maxTtlMs: 7 * 24 * 3_600_000 };
+
+export interface DesiredResult {
+  bans: Ban[];
+  refused: Refused[];
+}
+
+/** Merge two bans of the same CIDR: longest expiry, strongest origin class. */
+function mergeBan(a: Ban, b: Ban): Ban {
+  const winner = b.expiresAt > a.expiresAt ? b : a;
+  const cls: OriginClass = ORIGIN_CLASS_RANK[a.originClass] <= ORIGIN_CLASS_RANK[b.originClass] ? a.originClass : b.originClass;
+  return winner.originClass === cls ? winner : { ...winner, originClass: cls };
+}
+
+export function computeDesired(
+  decisions: Iterable<Decision>,
+  whitelist: NetIndex,
+  guards: Guards,
+  now: number,
+  classify: (origin: string) => OriginClass,
+  extra: readonly Ban[] = [],
+): DesiredResult {
+  const refused: Refused[] = [];
+  const byCidr = new Map<string, Ban>();
+  const add = (b: Ban) => {
+    const prev = byCidr.get(b.cidr);
+    byCidr.set(b.cidr, prev ? mergeBan(prev, b) : b);
+  };
+  for (const d of decisions) {
+    if (d.expiresAt <= now) {
+      refused.push({ value: d.value, reason: 'expired', source: d.source, origin: d.origin, scenario: d.scenario });
+      continue;
+    }
+    add({ cidr: d.cidr, family: d.family, prefix: d.prefix, expiresAt: d.expiresAt, origin: d.origin, originClass: classify(d.origin), scenario: d.scenario, source: d.source });
+  }
+  for (const b of extra) if (b.expiresAt > now) add(b);
+
+  const bans: Ban[] = [];
+  const maxExpiry = now + guards.maxTtlMs;
+  const hasWhitelist = whitelist.size > 0;
+  for (const b of byCidr.values()) {
+    if (b.prefix < guards.minPrefix[b.family]) {
+      refused.push({
+        value: b.cidr,
+        reason: 'min_prefix',
+        detail: `broader than /${guards.minPrefix[b.family]} (minimum prefix for IPv${b.family})`,
+        source: b.source,
+        origin: b.origin,
+        scenario: b.scenario,
+      });
+      continue;
+    }
+    const capped = b.expiresAt > maxExpiry ? { ...b, expiresAt: maxExpiry } : b;
+    if (!hasWhitelist) {
+      bans.push(capped);
+      continue;
+    }
+    const net = toNet(b.cidr);
+    const holes = whitelist.overlapping(net);
+    if (holes.length === 0) {
+      bans.push(capped);
+      continue;
+    }
+    const pieces = subtract(net, holes);
+    if (pieces.length === 0) {
+      refused.push({ value: b.cidr, reason: 'whitelisted', detail: `covered by whitelist ${holes.map(netToCidr).join(', ')}`, source: b.source, origin: b.origin, scenario: b.scenario });
+      continue;
+    }
+    refused.push({ value: b.cidr, reason: 'whitelisted', detail: `split into ${pieces.length} CIDRs around whitelist ${holes.map(netToCidr).join(', ')}`, source: b.source, origin: b.origin, scenario: b.scenario });
+    for (const p of pieces) bans.push({ ...capped, cidr: netToCidr(p), prefix: p.prefix });
+  }
+  // Pieces of a split range may coincide with another ban: merge again.
+  if (hasWhitelist) {
+    const merged = new Map<string, Ban>();
+    for (const b of bans) {
+      const prev = merged.get(b.cidr);
+      merged.set(b.cidr, prev ? mergeBan(prev, b) : b);
+    }
+    return { bans: [...merged.values()], refused };
+  }
+  return { bans, refused };
+}
+
+/**
+ * The fail-static desired state: every owned CIDR whose recorded expiry has
+ * not passed, kept with top priority so nothing enforced is evicted while
+ * the sources are silent.
+ */
+export function bansFromRules(rules: readonly Rule[], now: number): Ban[] {
+  const out: Ban[] = [];
+  for (const r of rules) {
+    if (r.expiresAt <= now) continue;
+    for (const cidr of r.cidrs) {
+      const slash = cidr.indexOf('/');
+      out.push({ cidr, family: r.family, prefix: Number(cidr.slice(slash + 1)), expiresAt: r.expiresAt, origin: 'fail-static', originClass: 'manual', scenario: 'recorded', source: 'target' });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,262 @@
+/**
+ * Fit desired bans into one pool of a target: choose what is enforced when
+ * it does not all fit, and place each CIDR into a rule. Pure.
+ *
+ * Selection: bans are ranked by origin class (manual, local, list), then the
+ * latest expiry, then the CIDR; the top of the ranking is taken while the
+ * pool's limits allow (total CIDRs, rules, rules per family).
+ *
+ * Placement is stable:
+ * - a CIDR that is already enforced stays in its rule (a CIDR that stays
+ *   banned never moves, so it is never unprotected, not even for one call);
+ * - a new CIDR goes first into a rule being changed anyway, then into a rule
+ *   of similar expiry with free space, then into a vacated rule (a slot whose
+ *   CIDRs were all lifted: AWS replaces in place), then into a new rule, and
+ *   only then into any rule with space (the expiry bucket is exceeded, which
+ *   is reported as a warning);
+ * - rules that hold many CIDRs group them by expiry bucket, so with every
+ *   source down no CIDR outlives its own expiry by more than the bucket.
+ *
+ * Fragmentation heals by itself: members of a rule share an expiry bucket,
+ * so rules drain together when their bans expire.
+ */
+import { ORIGIN_CLASS_RANK } from './types.js';
+import type { Ban, Cidr, Family, Pool, Rule, Unenforced } from './types.js';
+
+export interface FitPolicy {
+  /** Recorded expiries are rewritten only when they move by more than this (steady state costs zero writes). */
+  refreshMarginMs: number;
+}
+
+export interface FitResult {
+  /** Final rules of this pool (unchanged, updated, created). Rules to delete are absent. */
+  rules: Rule[];
+  /** Existing rules that end up empty and are deleted. */
+  vacated: Rule[];
+  unenforced: Unenforced[];
+  /** CIDRs placed past their expiry bucket because no compatible rule was left. */
+  bucketOverflow: number;
+}
+
+interface Slotted {
+  rule: Rule;
+  members: Map<Cidr, number>; // cidr -> expiresAt of its ban
+  recorded: number; // expiry on the target (or planned)
+  existing: boolean;
+  touched: boolean;
+  vacant: boolean;
+  original?: Rule | undefined;
+}
+
+/** Rank key: lower is more important. Manual beats local beats list; later expiry first. */
+function rankKey(b: Ban): number {
+  // 2^43 ms is year 2248: expiries fit below the class step.
+  return ORIGIN_CLASS_RANK[b.originClass] * 2 ** 43 + (2 ** 43 - Math.min(b.expiresAt, 2 ** 43 - 1));
+}
+
+function compareBans(a: Ban, b: Ban): number {
+  const d = rankKey(a) - rankKey(b);
+  if (d !== 0) return d;
+  return a.cidr < b.cidr ? -1 : a.cidr > b.cidr ? 1 : 0;
+}
+
+/** Sorts a copy of `bans` by priority; cheap when everything fits (no selection needed). */
+export function rankBans(bans: readonly Ban[]): Ban[] {
+  return [...bans].sort(compareBans);
+}
+
+function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
+  return { cidr: b.cidr, family: b.family, expiresAt: b.expiresAt, origin: b.origin, originClass: b.originClass, reason };
+}
+
+export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy): FitResult {
+  const families = new Set<Family>(pool.families);
+  const cpr = Math.max(1, pool.cidrsPerRule);
+  const limitReason = pool.ruleLimitReason ?? 'capacity';
+  const perFamilyRules = (f: Family): number => Math.min(pool.maxRules, pool.maxRulesPerFamily?.[f] ?? pool.maxRules);
+  const cidrCap = Math.min(pool.maxCidrs, pool.maxRules * cpr);
+
+  const eligible = bans.filter((b) => families.has(b.family));
+  const unenforced: Unenforced[] = [];
+
+  // --- Selection -----------------------------------------------------------
+  const count: Record<Family, number> = { 4: 0, 6: 0 };
+  const rulesFor = (n: number) => Math.ceil(n / cpr);
+  let selected: Ban[];
+  const fitsAll = (() => {
+    for (const b of eligible) count[b.family]++;
+    const ok =
+      count[4] + count[6] <= cidrCap &&
+      rulesFor(count[4]) + rulesFor(count[6]) <= pool.maxRules &&
+      rulesFor(count[4]) <= perFamilyRules(4) &&
+      rulesFor(count[6]) <= perFamilyRules(6);
+    count[4] = 0;
+    count[6] = 0;
+    return ok;
+  })();
+  if (fitsAll) {
+    selected = eligible;
+  } else {
+    selected = [];
+    for (const b of rankBans(eligible)) {
+      const f = b.family;
+      const other: Family = f === 4 ? 6 : 4;
+      const n = count[f] + 1;
+      const ruleLimited = rulesFor(n) + rulesFor(count[other]) > pool.maxRules || rulesFor(n) > perFamilyRules(f);
+      if (count[4] + count[6] + 1 > cidrCap || ruleLimited) {
+        unenforced.push(unenforcedOf(b, ruleLimited && count[4] + count[6] + 1 <= cidrCap ? limitReason : 'capacity'));
+        continue;
+      }
+      count[f] = n;
+      selected.push(b);
+    }
+  }
+  const want = new Map<Cidr, Ban>();
+  for (const b of selected) want.set(b.cidr, b);
+
+  // --- Keep what is already enforced ----------------------------------------
+  const slots: Slotted[] = [];
+  const placed = new Set<Cidr>();
+  const sortedExisting = [...existing].sort((a, b) => (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0));
+  for (const r of sortedExisting) {
+    const members = new Map<Cidr, number>();
+    for (const c of r.cidrs) {
+      const b = want.get(c);
+      // Keep a CIDR only once (duplicates after a crash or a race are dropped from later rules).
+      if (b && b.family === r.family && !placed.has(c)) {
+        members.set(c, b.expiresAt);
+        placed.add(c);
+      }
+    }
+    slots.push({
+      rule: r,
+      members,
+      recorded: r.expiresAt,
+      existing: true,
+      touched: members.size !== r.cidrs.length,
+      vacant: members.size === 0,
+      original: r,
+    });
+  }
+
+  // --- Place what is new ----------------------------------------------------
+  const toPlace = selected.filter((b) => !placed.has(b.cidr));
+  // When selection ran, `selected` is already in rank order; otherwise rank the new ones now.
+  if (fitsAll && toPlace.length > 1) toPlace.sort(compareBans);
+  const freeSlots = [...pool.freeSlots];
+  const liveRules = (): Record<Family, number> => {
+    const n: Record<Family, number> = { 4: 0, 6: 0 };
+    for (const s of slots) if (!s.vacant) n[s.rule.family]++;
+    return n;
+  };
+  const ruleCount = liveRules();
+  // Non-vacant rules with space, by family: the candidates for new CIDRs.
+  const open: Record<Family, Slotted[]> = { 4: [], 6: [] };
+  for (const s of slots) if (!s.vacant && s.members.size < cpr) open[s.rule.family].push(s);
+  const vacant = slots.filter((s) => s.vacant);
+  let bucketOverflow = 0;
+
+  const spread = (s: Slotted, e: number): number => {
+    let min = e;
+    let max = Math.max(e, s.recorded);
+    for (const v of s.members.values()) {
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+    return max - min;
+  };
+
+  const put = (s: Slotted, b: Ban) => {
+    s.members.set(b.cidr, b.expiresAt);
+    s.touched = true;
+    if (s.members.size >= cpr) {
+      const list = open[s.rule.family];
+      const i = list.indexOf(s);
+      if (i >= 0) list.splice(i, 1);
+    }
+  };
+
+  for (const b of toPlace) {
+    const f = b.family;
+    // 1. a compatible open rule (touched ones first, then the closest expiry)
+    let best: Slotted | undefined;
+    let bestScore = Infinity;
+    if (cpr > 1) {
+      for (const s of open[f]) {
+        if (spread(s, b.expiresAt) > pool.bucketMs) continue;
+        const score = (s.touched ? 0 : 1e15) + Math.abs(s.recorded - b.expiresAt);
+        if (score < bestScore) {
+          best = s;
+          bestScore = score;
+        }
+      }
+    }
+    if (best) {
+      put(best, b);
+      continue;
+    }
+    // 2. a vacated slot (replace in place), then 3. a new rule in a free slot.
+    //    Either adds a live rule, so the rule limits must allow one more.
+    const canAddRule = ruleCount[4] + ruleCount[6] < pool.maxRules && ruleCount[f] < perFamilyRules(f);
+    if (canAddRule && (vacant.length > 0 || freeSlots.length > 0)) {
+      let s: Slotted;
+      const vi = vacant.findIndex((v) => v.rule.family === f);
+      if (vacant.length > 0) {
+        s = vacant.splice(vi >= 0 ? vi : 0, 1)[0]!;
+        s.vacant = false;
+        s.rule = { ...s.rule, family: f };
+      } else {
+        s = {
+          rule: { pool: pool.id, slot: freeSlots.shift()!, family: f, cidrs: [], expiresAt: b.expiresAt },
+          members: new Map(),
+          recorded: b.expiresAt,
+          existing: false,
+          touched: true,
+          vacant: false,
+        };
+        slots.push(s);
+      }
+      s.touched = true;
+      s.recorded = b.expiresAt;
+      ruleCount[f]++;
+      put(s, b);
+      if (s.members.size < cpr) open[f].push(s);
+      continue;
+    }
+    // 4. any open rule of the family, least expiry overshoot
+    if (cpr > 1 && open[f].length > 0) {
+      let fb: Slotted | undefined;
+      let fbScore = Infinity;
+      for (const s of open[f]) {
+        const score = spread(s, b.expiresAt);
+        if (score < fbScore) {
+          fb = s;
+          fbScore = score;
+        }
+      }
+      if (fb) {
+        bucketOverflow++;
+        put(fb, b);
+        continue;
+      }
+    }
+    unenforced.push(unenforcedOf(b, canAddRule ? 'capacity' : limitReason));
+  }
+
+  // --- Final content and recorded expiry -------------------------------------
+  const rules: Rule[] = [];
+  const vacated: Rule[] = [];
+  for (const s of slots) {
+    if (s.vacant) {
+      if (s.existing) vacated.push(s.original!);
+      continue;
+    }
+    let maxE = -Infinity;
+    for (const v of s.members.values()) if (v > maxE) maxE = v;
+    let expiresAt = s.recorded;
+    if (!s.existing || s.touched || Math.abs(maxE - s.recorded) > policy.refreshMarginMs) expiresAt = maxE;
+    const cidrs = s.touched || !s.existing ? [...s.members.keys()].sort() : s.rule.cidrs;
+    rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
+  }
+  return { rules, vacated, unenforced, bucketOverflow };
+}

@@ -1,0 +1,165 @@
+/**
+ * The planner: a pure function of (actual owned rules, desired bans, target
+ * capacity, now). `plan` and `apply` run the same code; only the last step
+ * differs.
+ */
+import { fitPool } from './fit.js';
+import type { FitPolicy } from './fit.js';
+import type { Ban, CapacityUse, Change, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
+
+export type PlanPolicy = FitPolicy;
+
+export const DEFAULT_PLAN_POLICY: PlanPolicy = { refreshMarginMs: 10 * 60_000 };
+
+export interface PlanTargetArgs {
+  target: string;
+  provider: string;
+  bans: readonly Ban[];
+  state: TargetState;
+  now: number;
+  policy?: Partial<PlanPolicy> | undefined;
+  describeSlot?: ((pool: string, slot: string) => Record<string, string | number>) | undefined;
+}
+
+function sameCidrs(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function diffCidrs(before: readonly string[], after: readonly string[]): { added: string[]; removed: string[] } {
+  const b = new Set(before);
+  const a = new Set(after);
+  return { added: after.filter((c) => !b.has(c)), removed: before.filter((c) => !a.has(c)) };
+}
+
+/** Orders changes for apply: phase 1 (pure removals) first; phase 2 by CIDR delta so totals only grow. */
+export function orderChanges(changes: Change[]): Change[] {
+  const delta = (c: Change) => (c.after?.cidrs.length ?? 0) - (c.before?.cidrs.length ?? 0);
+  return changes.sort((x, y) => x.phase - y.phase || delta(x) - delta(y) || (x.pool < y.pool ? -1 : x.pool > y.pool ? 1 : 0) || (x.slot < y.slot ? -1 : x.slot > y.slot ? 1 : 0));
+}
+
+/** Diff one pool's actual rules against its fitted rules. */
+export function diffRules(actual: readonly Rule[], desired: readonly Rule[], vacated: readonly Rule[]): { changes: Change[]; unchanged: number } {
+  const byKey = new Map(actual.map((r) => [r.slot, r]));
+  const changes: Change[] = [];
+  let unchanged = 0;
+  for (const r of desired) {
+    const before = byKey.get(r.slot);
+    if (!before) {
+      changes.push({
+        kind: 'create',
+        pool: r.pool,
+        slot: r.slot,
+        family: r.family,
+        phase: 2,
+        after: { cidrs: r.cidrs, expiresAt: r.expiresAt },
+        added: r.cidrs,
+        removed: [],
+        reason: `ban ${r.cidrs.length} CIDR${r.cidrs.length === 1 ? '' : 's'}`,
+      });
+      continue;
+    }
+    const cidrsSame = sameCidrs(before.cidrs, r.cidrs) && before.family === r.family;
+    if (cidrsSame && before.expiresAt === r.expiresAt) {
+      unchanged++;
+      continue;
+    }
+    const { added, removed } = diffCidrs(before.cidrs, r.cidrs);
+    const reason = cidrsSame
+      ? 'refresh recorded expiry'
+      : [added.length ? `ban ${added.length}` : '', removed.length ? `lift ${removed.length}` : ''].filter(Boolean).join(', ');
+    changes.push({
+      kind: 'update',
+      pool: r.pool,
+      slot: r.slot,
+      family: r.family,
+      phase: added.length === 0 && before.family === r.family ? 1 : 2,
+      before: { cidrs: before.cidrs, expiresAt: before.expiresAt },
+      after: { cidrs: r.cidrs, expiresAt: r.expiresAt },
+      added,
+      removed,
+      reason,
+    });
+  }
+  for (const r of vacated) {
+    changes.push({
+      kind: 'delete',
+      pool: r.pool,
+      slot: r.slot,
+      family: r.family,
+      phase: 1,
+      before: { cidrs: r.cidrs, expiresAt: r.expiresAt },
+      added: [],
+      removed: r.cidrs,
+      reason: `lift ${r.cidrs.length} CIDR${r.cidrs.length === 1 ? '' : 's'} (expired or no longer banned)`,
+    });
+  }
+  return { changes, unchanged };
+}
+
+export function planTarget(args: PlanTargetArgs): TargetPlan {
+  const policy: PlanPolicy = { ...DEFAULT_PLAN_POLICY, ...args.policy };
+  const { state } = args;
+  const base = {
+    target: args.target,
+    provider: args.provider,
+    conflicts: state.conflicts,
+    warnings: [...state.warnings],
+  };
+  if (state.conflicts.length > 0) {
+    // A foreign rule inside our band: nothing is planned, nothing is written.
+    return {
+      ...base,
+      changes: [],
+      unenforced: [],
+      capacity: [],
+      error: `ownership conflict: ${state.conflicts.map((c) => c.message).join('; ')}`,
+      summary: { create: 0, update: 0, delete: 0, unchanged: 0, enforced: 0, unenforced: 0 },
+    };
+  }
+  const changes: Change[] = [];
+  const unenforced: Unenforced[] = [];
+  const capacity: CapacityUse[] = [];
+  let unchanged = 0;
+  let enforced = 0;
+  for (const pool of state.pools) {
+    const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => ({ ...r, cidrs: [...r.cidrs].sort() }));
+    const fit = fitPool(args.bans, pool, actual, policy);
+    const d = diffRules(actual, fit.rules, fit.vacated);
+    changes.push(...d.changes);
+    unchanged += d.unchanged;
+    unenforced.push(...fit.unenforced);
+    if (fit.bucketOverflow > 0) {
+      base.warnings.push(`pool ${pool.id}: ${fit.bucketOverflow} CIDRs share a rule with a later expiry than their own bucket allows (not enough rules for every expiry bucket)`);
+    }
+    const cidrsUsed = fit.rules.reduce((n, r) => n + r.cidrs.length, 0);
+    enforced += cidrsUsed;
+    capacity.push({
+      pool: pool.id,
+      rules: { used: fit.rules.length, total: pool.maxRules },
+      cidrs: { used: cidrsUsed, total: Math.min(pool.maxCidrs, pool.maxRules * Math.max(1, pool.cidrsPerRule)) },
+    });
+  }
+  orderChanges(changes);
+  let slots: TargetPlan['slots'];
+  if (args.describeSlot) {
+    slots = {};
+    for (const c of changes) slots[`${c.pool}/${c.slot}`] = args.describeSlot(c.pool, c.slot);
+  }
+  return {
+    ...base,
+    changes,
+    unenforced,
+    capacity,
+    slots,
+    summary: {
+      create: changes.filter((c) => c.kind === 'create').length,
+      update: changes.filter((c) => c.kind === 'update').length,
+      delete: changes.filter((c) => c.kind === 'delete').length,
+      unchanged,
+      enforced,
+      unenforced: unenforced.length,
+    },
+  };
+}

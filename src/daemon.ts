@@ -1,0 +1,100 @@
+/**
+ * `run`: the daemon loop. One apply pass every `daemon.interval`; LAPI
+ * sources poll deltas between full resyncs. Serves `/metrics` (Prometheus)
+ * and `/healthz`. On SIGTERM or SIGINT the write in flight finishes, no new
+ * write starts, and the process exits 0.
+ */
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { errorLine } from './core/errors.js';
+import { runPass } from './core/reconcile.js';
+import { realSleep } from './core/queue.js';
+import { Metrics } from './metrics.js';
+import { createRuntime, type TargetSelection } from './runtime.js';
+import type { CliIo } from './cli.js';
+
+export interface DaemonOptions {
+  /** Stop after this many passes (tests). */
+  maxPasses?: number;
+  signal?: AbortSignal;
+}
+
+function splitHostPort(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  return { host, port: Number(listen.slice(i + 1)) };
+}
+
+export async function runDaemon(config: Config, sel: TargetSelection, log: Logger, io: CliIo, opts: DaemonOptions = {}): Promise<number> {
+  const stop = new AbortController();
+  const onSignal = (sig: string) => {
+    if (stop.signal.aborted) return;
+    log.info({ signal: sig }, 'stopping: finishing the write in flight, starting no new one');
+    stop.abort();
+  };
+  const onTerm = () => onSignal('SIGTERM');
+  const onInt = () => onSignal('SIGINT');
+  process.on('SIGTERM', onTerm);
+  process.on('SIGINT', onInt);
+  opts.signal?.addEventListener('abort', () => onSignal('abort'), { once: true });
+
+  const metrics = new Metrics();
+  const runtime = await createRuntime(config, log, sel, { allowDelta: config.daemon.delta, signal: stop.signal, onSourceFetched: metrics.onSourceFetched });
+  let lastPassEnd = 0;
+  let passes = 0;
+  const started = Date.now();
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      metrics.registry
+        .metrics()
+        .then((body) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(body);
+        })
+        .catch((err: unknown) => {
+          res.writeHead(500);
+          res.end(errorLine(err));
+        });
+      return;
+    }
+    if (req.url === '/healthz') {
+      // Healthy while passes keep completing: the first one within 3 intervals of start, then each within 3 intervals.
+      const ref = lastPassEnd || started;
+      const ok = Date.now() - ref < 3 * config.daemon.interval + 60_000;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: ok ? 'ok' : 'stale', passes, last_pass_end: lastPassEnd ? new Date(lastPassEnd).toISOString() : null }));
+      return;
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  const { host, port } = splitHostPort(config.daemon.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address();
+  log.info({ listen: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : config.daemon.listen, interval_ms: config.daemon.interval }, 'daemon started');
+  io.stderr(`cloud-bouncer: listening on ${typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : config.daemon.listen}\n`);
+
+  try {
+    while (!stop.signal.aborted) {
+      const result = await runPass(runtime.deps, 'apply');
+      passes++;
+      lastPassEnd = Date.now();
+      metrics.recordPass(result, runtime.providers, lastPassEnd);
+      if (result.errors.length) log.warn({ errors: result.errors }, 'pass finished with errors');
+      else log.info({ pass: passes }, 'pass finished');
+      if (opts.maxPasses !== undefined && passes >= opts.maxPasses) break;
+      await realSleep(config.daemon.interval, stop.signal);
+    }
+  } finally {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await runtime.close();
+  }
+  log.info({ passes }, 'daemon stopped');
+  return 0;
+}
