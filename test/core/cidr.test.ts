@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { NetIndex, contains, formatV6, merge, netToCidr, overlaps, parseCidr, parseV4, parseV6, subtract, toNet, tryParseCidr } from '../../src/core/cidr.js';
+
+const v4 = fc.tuple(fc.nat(0xffffffff), fc.integer({ min: 0, max: 32 })).map(([n, p]) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/${p}`);
+const v6 = fc.tuple(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), fc.integer({ min: 0, max: 128 })).map(([n, p]) => `${formatV6(n)}/${p}`);
+const v4host = fc.nat(0xffffffff).map((n) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`);
+
+describe('core/cidr', () => {
+  it.each([
+    ['192.0.2.10', '192.0.2.10/32', 4],
+    ['192.0.2.10/32', '192.0.2.10/32', 4],
+    ['203.0.113.77/24', '203.0.113.0/24', 4],
+    ['0.0.0.0/0', '0.0.0.0/0', 4],
+    ['2001:DB8::1', '2001:db8::1/128', 6],
+    ['2001:db8:1::/48', '2001:db8:1::/48', 6],
+    ['2001:db8:1:2:3:4:5:6/48', '2001:db8:1::/48', 6],
+    ['2001:0db8:0000:0000:0000:0000:0000:0001', '2001:db8::1/128', 6],
+    ['::ffff:192.0.2.1', '::ffff:c000:201/128', 6],
+    ['::', '::/128', 6],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1/128', 6],
+  ])('canonicalises %s to %s', (input, cidr, family) => {
+    expect(parseCidr(input)).toMatchObject({ cidr, family });
+  });
+
+  it.each(['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.4/33', '1.2.3.4/x', '2001:db8::1::1', 'fe80::1%eth0', '2001:db8::/129', 'not-an-ip', '1.2.3.4/', ' 1.2.3.4'])(
+    'refuses %j with a message naming it',
+    (input) => {
+      expect(() => parseCidr(input)).toThrow(/invalid IP or CIDR/);
+    },
+  );
+
+  it('round-trips every IPv4 CIDR through parse and format', () => {
+    fc.assert(
+      fc.property(v4, (c) => {
+        const p = parseCidr(c);
+        expect(parseCidr(p.cidr).cidr).toBe(p.cidr);
+        expect(contains(toNet(p.cidr), toNet(`${c.split('/')[0]}/32`))).toBe(true);
+      }),
+    );
+  });
+
+  it('round-trips every IPv6 CIDR through parse and format', () => {
+    fc.assert(
+      fc.property(v6, (c) => {
+        const p = parseCidr(c);
+        expect(parseCidr(p.cidr).cidr).toBe(p.cidr);
+        expect(parseV6(p.cidr.split('/')[0]!)).toBe(toNet(p.cidr).start);
+      }),
+    );
+  });
+
+  it('parses dotted quads exactly', () => {
+    fc.assert(fc.property(fc.nat(0xffffffff), (n) => parseV4(`${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`) === n));
+  });
+
+  it('subtract never covers an address of a hole and covers every other address', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 8, max: 30 }), fc.array(v4host, { minLength: 1, maxLength: 6 }), v4host, (prefix, holes, base) => {
+        const net = toNet(`${base}/${prefix}`);
+        const holeNets = holes.map((h) => toNet(`${h}/32`));
+        // put some holes inside the net
+        const inside = holeNets.map((h, i) => (i % 2 === 0 ? { ...h, start: net.start + (h.start % (net.end - net.start + 1n)), end: net.start + (h.start % (net.end - net.start + 1n)) } : h));
+        const pieces = subtract(net, inside);
+        for (const p of pieces) {
+          expect(contains(net, p)).toBe(true);
+          for (const h of inside) expect(overlaps(p, h)).toBe(false);
+        }
+        const covered = pieces.reduce((n, p) => n + (p.end - p.start + 1n), 0n);
+        const holeAddrs = new Set(inside.filter((h) => overlaps(h, net)).map((h) => h.start)).size;
+        expect(covered).toBe(net.end - net.start + 1n - BigInt(holeAddrs));
+      }),
+    );
+  });
+
+  it('splits a /24 around one whitelisted address into 8 CIDRs', () => {
+    const pieces = subtract(toNet('203.0.113.0/24'), [toNet('203.0.113.5/32')]).map(netToCidr);
+    expect(pieces).toHaveLength(8);
+    expect(pieces).not.toContain('203.0.113.5/32');
+    expect(pieces).toContain('203.0.113.128/25');
+  });
+
+  it('merges adjacent siblings and drops contained nets', () => {
+    const m = merge(['10.0.0.0/25', '10.0.0.128/25', '10.0.0.7/32', '2001:db8::/33', '2001:db8:8000::/33'].map(toNet)).map(netToCidr);
+    expect(m).toEqual(['10.0.0.0/24', '2001:db8::/32']);
+  });
+
+  it('NetIndex finds exactly the overlapping whitelist entries', () => {
+    fc.assert(
+      fc.property(fc.array(v4, { minLength: 1, maxLength: 20 }), v4, (wl, probe) => {
+        const idx = new NetIndex(wl.map((c) => toNet(parseCidr(c).cidr)));
+        const p = toNet(parseCidr(probe).cidr);
+        const brute = wl.some((c) => overlaps(toNet(parseCidr(c).cidr), p));
+        expect(idx.overlapping(p).length > 0).toBe(brute);
+      }),
+    );
+  });
+
+  it('tryParseCidr returns undefined instead of throwing', () => {
+    expect(tryParseCidr('999.1.1.1')).toBeUndefined();
+  });
+});

@@ -1,0 +1,194 @@
+import { describe, expect, it } from 'vitest';
+import { planTarget } from '../../src/core/plan.js';
+import type { Ban, Pool, Rule, TargetState } from '../../src/core/types.js';
+import { HOUR, NOW, ban } from '../helpers/bans.js';
+
+function pool(over: Partial<Pool> = {}): Pool {
+  const maxRules = over.maxRules ?? 4;
+  return {
+    id: 'main',
+    families: [4, 6],
+    cidrsPerRule: 4,
+    maxRules,
+    maxCidrs: 1_000,
+    freeSlots: Array.from({ length: maxRules }, (_, i) => `r${String(i + 1).padStart(2, '0')}`),
+    bucketMs: HOUR,
+    ...over,
+  };
+}
+
+function state(rules: Rule[], p: Pool = pool()): TargetState {
+  const used = new Set(rules.map((r) => r.slot));
+  return { pools: [{ ...p, freeSlots: p.freeSlots.filter((s) => !used.has(s)) }], rules, foreign: [], conflicts: [], warnings: [] };
+}
+
+function rule(slot: string, cidrs: string[], expiresAt = NOW + 4 * HOUR, family: 4 | 6 = 4): Rule {
+  return { pool: 'main', slot, family, cidrs: [...cidrs].sort(), expiresAt };
+}
+
+function plan(bans: Ban[], s: TargetState, now = NOW) {
+  return planTarget({ target: 't', provider: 'file', bans, state: s, now });
+}
+
+/** Applies a plan's changes to a rule list, as a provider would. */
+function applied(rules: Rule[], p: ReturnType<typeof plan>): Rule[] {
+  const out = new Map(rules.map((r) => [r.slot, r]));
+  for (const c of p.changes) {
+    if (c.kind === 'delete') out.delete(c.slot);
+    else out.set(c.slot, { pool: c.pool, slot: c.slot, family: c.family, cidrs: c.after!.cidrs, expiresAt: c.after!.expiresAt });
+  }
+  return [...out.values()];
+}
+
+describe('core/plan', () => {
+  describe.each([
+    {
+      name: 'empty target, two bans of one family → one create',
+      rules: [] as Rule[],
+      bans: [ban('192.0.2.1'), ban('192.0.2.2')],
+      expect: { create: 1, update: 0, delete: 0 },
+    },
+    {
+      name: 'IPv4 and IPv6 never share a rule',
+      rules: [],
+      bans: [ban('192.0.2.1'), ban('2001:db8::1')],
+      expect: { create: 2, update: 0, delete: 0 },
+    },
+    {
+      name: 'steady state → nothing',
+      rules: [rule('r01', ['192.0.2.1/32', '192.0.2.2/32'])],
+      bans: [ban('192.0.2.1'), ban('192.0.2.2')],
+      expect: { create: 0, update: 0, delete: 0 },
+    },
+    {
+      name: 'one new ban joins a rule with space → one update',
+      rules: [rule('r01', ['192.0.2.1/32'])],
+      bans: [ban('192.0.2.1'), ban('192.0.2.9')],
+      expect: { create: 0, update: 1, delete: 0 },
+    },
+    {
+      name: 'every ban lifted → delete',
+      rules: [rule('r01', ['192.0.2.1/32'])],
+      bans: [],
+      expect: { create: 0, update: 0, delete: 1 },
+    },
+    {
+      name: 'a ban with a far later expiry gets its own bucket',
+      rules: [rule('r01', ['192.0.2.1/32'])],
+      bans: [ban('192.0.2.1'), ban('192.0.2.9', { expiresAt: NOW + 30 * HOUR })],
+      expect: { create: 1, update: 0, delete: 0 },
+    },
+  ])('$name', (tc) => {
+    it('plans exactly the expected changes', () => {
+      const p = plan(tc.bans, state(tc.rules));
+      expect(p.summary).toMatchObject(tc.expect);
+      const after = applied(tc.rules, p);
+      expect(after.flatMap((r) => r.cidrs).sort()).toEqual(tc.bans.map((b) => b.cidr).sort());
+      for (const r of after) expect(new Set(r.cidrs.map((c) => c.includes(':')))).toHaveProperty('size', r.cidrs.length ? 1 : 0);
+      // The next plan against the result is empty.
+      expect(plan(tc.bans, state(after)).changes).toEqual([]);
+    });
+  });
+
+  it('does not rewrite an expiry that moved less than the refresh margin', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + 4 * HOUR);
+    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 4 * HOUR + 5 * 60_000 })], state([r]));
+    expect(p.changes).toEqual([]);
+  });
+
+  it('rewrites an expiry that moved more than the refresh margin, as a pure update', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + 4 * HOUR);
+    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 6 * HOUR })], state([r]));
+    expect(p.changes).toHaveLength(1);
+    expect(p.changes[0]).toMatchObject({ kind: 'update', reason: 'refresh recorded expiry', added: [], removed: [] });
+    expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 6 * HOUR);
+  });
+
+  it('enforces the highest-priority bans and reports the rest as unenforced: capacity', () => {
+    const p1 = pool({ maxRules: 1, cidrsPerRule: 2, freeSlots: ['r01'] });
+    const bans = [
+      ban('198.51.100.1', { originClass: 'list', expiresAt: NOW + 40 * 60_000 }),
+      ban('198.51.100.2', { originClass: 'manual', expiresAt: NOW + 10 * 60_000 }),
+      ban('198.51.100.3', { originClass: 'local', expiresAt: NOW + 20 * 60_000 }),
+      ban('198.51.100.4', { originClass: 'local', expiresAt: NOW + 30 * 60_000 }),
+    ];
+    const p = plan(bans, state([], p1));
+    const written = p.changes.flatMap((c) => c.added);
+    expect(written.sort()).toEqual(['198.51.100.2/32', '198.51.100.4/32']);
+    expect(p.unenforced.map((u) => [u.cidr, u.reason])).toEqual([
+      ['198.51.100.3/32', 'capacity'],
+      ['198.51.100.1/32', 'capacity'],
+    ]);
+    expect(p.capacity[0]).toMatchObject({ rules: { used: 1, total: 1 }, cidrs: { used: 2, total: 2 } });
+  });
+
+  it('adding one ban to a full but stable target changes at most one rule', () => {
+    const p4 = pool({ maxRules: 4, cidrsPerRule: 3 });
+    const bans: Ban[] = [];
+    for (let i = 0; i < 12; i++) bans.push(ban(`198.51.100.${i + 1}`, { originClass: 'list', expiresAt: NOW + (i + 1) * 60_000 }));
+    const first = plan(bans, state([], p4));
+    const rules = applied([], first);
+    expect(rules.reduce((n, r) => n + r.cidrs.length, 0)).toBe(12);
+    const more = [...bans, ban('203.0.113.50', { originClass: 'manual', expiresAt: NOW + 5 * 60_000 })];
+    const second = plan(more, state(rules, p4));
+    expect(second.changes).toHaveLength(1);
+    expect(second.changes[0]!.added).toEqual(['203.0.113.50/32']);
+    expect(second.changes[0]!.removed).toHaveLength(1);
+    expect(second.unenforced).toHaveLength(1);
+  });
+
+  it('replaces in place on single-CIDR slots instead of delete + create', () => {
+    const p1 = pool({ cidrsPerRule: 1, maxRules: 2, freeSlots: ['100', '101'] });
+    const s = state([rule('100', ['192.0.2.1/32']), rule('101', ['192.0.2.2/32'])], p1);
+    const p = plan([ban('192.0.2.2'), ban('192.0.2.3')], s);
+    expect(p.changes).toHaveLength(1);
+    expect(p.changes[0]).toMatchObject({ kind: 'update', slot: '100', added: ['192.0.2.3/32'], removed: ['192.0.2.1/32'] });
+  });
+
+  it('respects per-family rule limits (AWS counts IPv4 and IPv6 separately)', () => {
+    const p1 = pool({ cidrsPerRule: 1, maxRules: 4, maxRulesPerFamily: { 4: 1, 6: 3 }, freeSlots: ['1', '2', '3', '4'] });
+    const p = plan([ban('192.0.2.1'), ban('192.0.2.2'), ban('2001:db8::1'), ban('2001:db8::2')], state([], p1));
+    expect(p.summary.create).toBe(3);
+    expect(p.unenforced.map((u) => u.cidr)).toHaveLength(1);
+    expect(p.unenforced[0]!.family).toBe(4);
+  });
+
+  it('keeps a CIDR that stays banned in its rule and orders removals before additions', () => {
+    const p2 = pool({ maxRules: 2, cidrsPerRule: 2, freeSlots: ['r01', 'r02'] });
+    const s = state([rule('r01', ['192.0.2.1/32', '192.0.2.2/32']), rule('r02', ['192.0.2.3/32', '192.0.2.4/32'])], p2);
+    const p = plan([ban('192.0.2.1'), ban('192.0.2.3'), ban('192.0.2.5')], s);
+    expect(p.changes.map((c) => c.phase)).toEqual([...p.changes.map((c) => c.phase)].sort());
+    const after = applied(s.rules, p);
+    expect(after.find((r) => r.slot === 'r01')!.cidrs).toContain('192.0.2.1/32');
+    expect(after.find((r) => r.slot === 'r02')!.cidrs).toContain('192.0.2.3/32');
+    // Never more than the cap mid-apply: walk the ordered changes.
+    let total = s.rules.reduce((n, r) => n + r.cidrs.length, 0);
+    for (const c of p.changes) {
+      total += (c.after?.cidrs.length ?? 0) - (c.before?.cidrs.length ?? 0);
+      expect(total).toBeLessThanOrEqual(4);
+    }
+  });
+
+  it('drops a CIDR duplicated across rules (after a crash) from the later rule', () => {
+    const s = state([rule('r01', ['192.0.2.1/32']), rule('r02', ['192.0.2.1/32'])]);
+    const p = plan([ban('192.0.2.1')], s);
+    expect(p.changes).toHaveLength(1);
+    expect(p.changes[0]).toMatchObject({ kind: 'delete', slot: 'r02' });
+  });
+
+  it('plans nothing at all when the target reports a conflict', () => {
+    const s = { ...state([]), conflicts: [{ slot: 'r01', message: 'rule r01 is not ours' }] };
+    const p = plan([ban('192.0.2.1')], s);
+    expect(p.changes).toEqual([]);
+    expect(p.error).toMatch(/r01 is not ours/);
+  });
+
+  it('groups CIDRs so none outlives its own expiry by more than the bucket', () => {
+    const bans = Array.from({ length: 40 }, (_, i) => ban(`192.0.2.${i + 1}`, { expiresAt: NOW + (i * 17 * 60_000) }));
+    const p = plan(bans, state([], pool({ maxRules: 20, cidrsPerRule: 8, freeSlots: Array.from({ length: 20 }, (_, i) => `r${i}`) })));
+    const byCidr = new Map(bans.map((b) => [b.cidr, b.expiresAt]));
+    for (const c of p.changes) {
+      for (const cidr of c.after!.cidrs) expect(c.after!.expiresAt - byCidr.get(cidr)!).toBeLessThanOrEqual(HOUR);
+    }
+  });
+});
