@@ -66,46 +66,66 @@ export function formatV4(n: number): string {
   return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
+function hexVal(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
 /** Parses IPv6 (with optional embedded IPv4 tail); -1n when invalid. Zone ids are refused. */
 export function parseV6(s: string): bigint {
-  if (s.length < 2 || s.length > 45 || s.includes('%')) return -1n;
-  let head = s;
+  const n = s.length;
+  if (n < 2 || n > 45) return -1n;
+  const groups: number[] = [];
+  let gap = -1; // index in `groups` where "::" stands
+  let i = 0;
+  if (s.charCodeAt(0) === 58) {
+    if (s.charCodeAt(1) !== 58) return -1n;
+    gap = 0;
+    i = 2;
+    if (i === n) return 0n;
+  }
   let tail4 = -1;
-  const lastColon = s.lastIndexOf(':');
-  if (s.indexOf('.', lastColon) !== -1) {
-    tail4 = parseV4(s.slice(lastColon + 1));
-    if (tail4 < 0) return -1n;
-    // Keep a trailing "::" intact ("::1.2.3.4"); otherwise drop the single trailing ':'.
-    head = s.slice(0, lastColon + 1);
-    if (!head.endsWith('::')) head = head.slice(0, -1);
-  }
-  const maxGroups = tail4 >= 0 ? 6 : 8;
-  const dbl = head.indexOf('::');
-  if (dbl !== -1 && head.indexOf('::', dbl + 1) !== -1) return -1n;
-  const parseGroups = (part: string): number[] | null => {
-    if (part === '') return [];
-    const out: number[] = [];
-    for (const g of part.split(':')) {
-      if (g.length === 0 || g.length > 4 || !/^[0-9a-fA-F]+$/.test(g)) return null;
-      out.push(parseInt(g, 16));
+  while (i < n) {
+    // one group, or an IPv4 tail
+    let v = 0;
+    let digits = 0;
+    const start = i;
+    while (i < n) {
+      const h = hexVal(s.charCodeAt(i));
+      if (h < 0) break;
+      v = v * 16 + h;
+      digits++;
+      i++;
     }
-    return out;
-  };
-  let groups: number[];
-  if (dbl !== -1) {
-    const left = parseGroups(head.slice(0, dbl));
-    const right = parseGroups(head.slice(dbl + 2));
-    if (!left || !right || left.length + right.length > maxGroups - 1) return -1n;
-    groups = [...left, ...new Array<number>(maxGroups - left.length - right.length).fill(0), ...right];
-  } else {
-    const all = parseGroups(head);
-    if (!all || all.length !== maxGroups) return -1n;
-    groups = all;
+    if (i < n && s.charCodeAt(i) === 46) {
+      // dotted IPv4 tail: must be last
+      tail4 = parseV4(s.slice(start));
+      if (tail4 < 0) return -1n;
+      i = n;
+      break;
+    }
+    if (digits === 0 || digits > 4) return -1n;
+    groups.push(v);
+    if (i === n) break;
+    if (s.charCodeAt(i) !== 58) return -1n;
+    i++;
+    if (i < n && s.charCodeAt(i) === 58) {
+      if (gap >= 0) return -1n;
+      gap = groups.length;
+      i++;
+      if (i === n) break;
+    } else if (i === n) return -1n;
   }
-  let v = 0n;
-  for (const g of groups) v = (v << 16n) | BigInt(g);
-  if (tail4 >= 0) v = (v << 32n) | BigInt(tail4);
-  return v;
+  const want = tail4 >= 0 ? 6 : 8;
+  if (gap >= 0) {
+    if (groups.length > want - 1) return -1n;
+    groups.splice(gap, 0, ...new Array<number>(want - groups.length).fill(0));
+  } else if (groups.length !== want) return -1n;
+  let hi = 0n;
+  for (const g of groups) hi = (hi << 16n) | BigInt(g);
+  return tail4 >= 0 ? (hi << 32n) | BigInt(tail4) : hi;
 }
 
 /** RFC 5952 text form. */
@@ -293,6 +313,31 @@ export class NetIndex {
   all(): Net[] {
     return [...this.byFamily[4], ...this.byFamily[6]];
   }
+  /**
+   * True when the canonical CIDR overlaps an entry. The common case (IPv4,
+   * no overlap) runs on numbers without building a Net.
+   */
+  overlapsCidr(cidr: Cidr, family: Family, prefix: number): boolean {
+    const list = this.byFamily[family];
+    if (list.length === 0) return false;
+    if (family === 4) {
+      const start = parseV4(cidr.slice(0, cidr.indexOf('/')));
+      const end = start + 2 ** (32 - prefix) - 1;
+      const ranges = this.v4Ranges ?? (this.v4Ranges = list.map((n) => [Number(n.start), Number(n.end)] as const));
+      let lo = 0;
+      let hi = ranges.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (ranges[mid]![1] < start) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo < ranges.length && ranges[lo]![0] <= end;
+    }
+    return this.overlapping(toNet(cidr)).length > 0;
+  }
+
+  private v4Ranges: ReadonlyArray<readonly [number, number]> | undefined;
+
   /** Nets in the index that overlap `n` (merged list is disjoint and sorted by start). */
   overlapping(n: Net): Net[] {
     const list = this.byFamily[n.family];

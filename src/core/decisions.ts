@@ -151,137 +151,166 @@ export function toDecision(raw: unknown, index: number, list: string, opts: Pars
 }
 
 // ---------------------------------------------------------------------------
-// A small scanner over the top-level object. It finds the span of each value
-// with string-aware bracket matching, so `deleted` is skipped without
-// materialising it, and a truncated body is detected.
+// A small scanner over the top-level object, on the raw bytes: it finds the
+// `deleted` value with string-aware bracket matching, so the history is
+// walked once and never turned into a string or objects, and a truncated
+// body is detected. Structural characters are ASCII, and UTF-8 never uses
+// bytes below 0x80 inside multi-byte sequences, so bytes are safe to scan.
 
-const STRUCT = /["[\]{}]/g;
+const enum Ch {
+  Quote = 34,
+  Backslash = 92,
+  LBracket = 91,
+  RBracket = 93,
+  LBrace = 123,
+  RBrace = 125,
+  Comma = 44,
+  Colon = 58,
+}
 
-function skipWs(s: string, i: number): number {
-  while (i < s.length) {
-    const c = s.charCodeAt(i);
-    if (c === 32 || c === 10 || c === 13 || c === 9) i++;
-    else break;
-  }
+function isWs(c: number | undefined): boolean {
+  return c === 32 || c === 10 || c === 13 || c === 9;
+}
+
+function skipWs(b: Uint8Array, i: number): number {
+  while (i < b.length && isWs(b[i])) i++;
   return i;
 }
 
 /** Index just past the string starting at `i` (which is a quote). */
-function endOfString(s: string, i: number): number {
-  let j = i + 1;
-  for (;;) {
-    const q = s.indexOf('"', j);
-    if (q < 0) throw new StreamFormatError('unterminated string (truncated body?)');
-    let bs = 0;
-    for (let k = q - 1; k > i && s.charCodeAt(k) === 92; k--) bs++;
-    if (bs % 2 === 0) return q + 1;
-    j = q + 1;
+function endOfString(b: Uint8Array, i: number): number {
+  const n = b.length;
+  for (let j = i + 1; j < n; j++) {
+    const d = b[j];
+    if (d === Ch.Backslash) j++;
+    else if (d === Ch.Quote) return j + 1;
   }
+  throw new StreamFormatError('unterminated string (truncated body?)');
 }
 
 /**
  * Index just past the array/object starting at `i`; `items` counts the
- * top-level elements of an array (commas are not needed: elements of a
- * decisions array are objects, counted by their opening brace).
+ * objects directly inside it (the elements of a decisions array).
  */
-function endOfContainer(s: string, i: number): { end: number; items: number } {
+function endOfContainer(b: Uint8Array, i: number): { end: number; items: number } {
   let depth = 0;
   let items = 0;
-  STRUCT.lastIndex = i;
-  for (;;) {
-    const m = STRUCT.exec(s);
-    if (!m) throw new StreamFormatError('unexpected end of body (truncated JSON?)');
-    const ch = m[0];
-    const at = m.index;
-    if (ch === '"') {
-      STRUCT.lastIndex = endOfString(s, at);
-      continue;
-    }
-    if (ch === '[' || ch === '{') {
+  const n = b.length;
+  for (let j = i; j < n; j++) {
+    const c = b[j];
+    if (c === Ch.Quote) {
+      for (j++; j < n; j++) {
+        const d = b[j];
+        if (d === Ch.Backslash) j++;
+        else if (d === Ch.Quote) break;
+      }
+      if (j >= n) throw new StreamFormatError('unterminated string (truncated body?)');
+    } else if (c === Ch.LBracket || c === Ch.LBrace) {
       depth++;
-      if (depth === 2 && ch === '{') items++;
-    } else {
+      if (depth === 2 && c === Ch.LBrace) items++;
+    } else if (c === Ch.RBracket || c === Ch.RBrace) {
       depth--;
-      if (depth === 0) return { end: at + 1, items };
-      if (depth < 0) throw new StreamFormatError(`unbalanced ${ch} at offset ${at}`);
+      if (depth === 0) return { end: j + 1, items };
     }
   }
+  throw new StreamFormatError('unexpected end of body (truncated JSON?)');
 }
 
-function endOfScalar(s: string, i: number): number {
+function endOfScalar(b: Uint8Array, i: number): number {
   let j = i;
-  while (j < s.length && !',}] \n\r\t'.includes(s[j]!)) j++;
+  while (j < b.length) {
+    const c = b[j];
+    if (c === Ch.Comma || c === Ch.RBrace || c === Ch.RBracket || isWs(c)) break;
+    j++;
+  }
   return j;
 }
 
-interface Spans {
-  new?: [number, number] | undefined;
-  deleted?: [number, number, number] | undefined;
-}
-
-function scanTopLevel(s: string): Spans {
-  let i = skipWs(s, 0);
-  if (s[i] !== '{') throw new StreamFormatError(`expected a JSON object, got ${JSON.stringify(s.slice(i, i + 20))}`);
-  const spans: Spans = {};
-  i = skipWs(s, i + 1);
-  if (s[i] === '}') return checkTrailing(s, i + 1, spans);
+/** Finds the `deleted` value of the top-level object: [start, end, items]. */
+function findDeleted(b: Uint8Array): [number, number, number] | undefined {
+  let i = skipWs(b, 0);
+  if (b[i] !== Ch.LBrace) {
+    throw new StreamFormatError(`expected a JSON object, got ${JSON.stringify(Buffer.from(b.subarray(i, i + 20)).toString('utf8'))}`);
+  }
+  i = skipWs(b, i + 1);
+  if (b[i] === Ch.RBrace) return undefined;
   for (;;) {
-    if (s[i] !== '"') throw new StreamFormatError(`expected a key at offset ${i}`);
-    const kEnd = endOfString(s, i);
-    const key = JSON.parse(s.slice(i, kEnd)) as string;
-    i = skipWs(s, kEnd);
-    if (s[i] !== ':') throw new StreamFormatError(`expected ':' at offset ${i}`);
-    i = skipWs(s, i + 1);
+    if (b[i] !== Ch.Quote) throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected a key at offset ${i}`);
+    const kEnd = endOfString(b, i);
+    const key = JSON.parse(Buffer.from(b.subarray(i, kEnd)).toString('utf8')) as string;
+    i = skipWs(b, kEnd);
+    if (b[i] !== Ch.Colon) throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected ':' at offset ${i}`);
+    i = skipWs(b, i + 1);
     const vStart = i;
     let vEnd: number;
     let items = 0;
-    const c = s[i];
-    if (c === '[' || c === '{') ({ end: vEnd, items } = endOfContainer(s, i));
-    else if (c === '"') vEnd = endOfString(s, i);
+    const c = b[i];
+    if (c === Ch.LBracket || c === Ch.LBrace) ({ end: vEnd, items } = endOfContainer(b, i));
+    else if (c === Ch.Quote) vEnd = endOfString(b, i);
     else if (c === undefined) throw new StreamFormatError('unexpected end of body (truncated JSON?)');
-    else vEnd = endOfScalar(s, i);
-    if (key === 'new') spans.new = [vStart, vEnd];
-    else if (key === 'deleted') spans.deleted = [vStart, vEnd, items];
-    i = skipWs(s, vEnd);
-    if (s[i] === ',') {
-      i = skipWs(s, i + 1);
+    else vEnd = endOfScalar(b, i);
+    // The rest is checked by JSON.parse; `new` is not walked twice.
+    if (key === 'deleted') return [vStart, vEnd, items];
+    i = skipWs(b, vEnd);
+    if (b[i] === Ch.Comma) {
+      i = skipWs(b, i + 1);
       continue;
     }
-    if (s[i] === '}') return checkTrailing(s, i + 1, spans);
-    throw new StreamFormatError(i >= s.length ? 'unexpected end of body (truncated JSON?)' : `expected ',' or '}' at offset ${i}`);
+    if (b[i] === Ch.RBrace) return undefined;
+    throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected ',' or '}' at offset ${i}`);
   }
 }
 
-function checkTrailing(s: string, i: number, spans: Spans): Spans {
-  if (skipWs(s, i) !== s.length) throw new StreamFormatError(`unexpected data after the JSON object at offset ${i}`);
-  return spans;
+function deletedItems(b: Uint8Array, span: [number, number, number]): number {
+  const first = b[span[0]];
+  if (first === Ch.LBracket) return span[2];
+  if (span[1] - span[0] === 4 && Buffer.from(b.subarray(span[0], span[1])).toString('latin1') === 'null') return 0;
+  throw new StreamFormatError(`"deleted" must be an array or null`);
 }
 
-function parseList(s: string, span: [number, number] | undefined, key: string): unknown[] {
-  if (!span) throw new StreamFormatError(`missing key "${key}"`);
-  const text = s.slice(span[0], span[1]);
-  if (text === 'null') return [];
-  if (text[0] !== '[') throw new StreamFormatError(`"${key}" must be an array or null, got ${JSON.stringify(text.slice(0, 20))}`);
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function listOf(obj: Record<string, unknown>, key: 'new' | 'deleted'): unknown[] {
+  if (!(key in obj)) throw new StreamFormatError(`missing key "${key}"`);
+  const v = obj[key];
+  if (v === null) return [];
+  if (!Array.isArray(v)) throw new StreamFormatError(`"${key}" must be an array or null, got ${typeof v}`);
+  return v;
+}
+
+function jsonParse(text: string): unknown {
   try {
-    return JSON.parse(text) as unknown[];
+    return JSON.parse(text);
   } catch (err) {
-    throw new StreamFormatError(`"${key}" is not valid JSON: ${(err as Error).message}`);
+    throw new StreamFormatError(`not valid JSON: ${(err as Error).message}`);
   }
 }
 
-function checkDeleted(s: string, span: [number, number, number] | undefined): number {
-  if (!span) throw new StreamFormatError('missing key "deleted"');
-  const head = s.slice(span[0], span[0] + 4);
-  if (head === 'null') return 0;
-  if (head[0] !== '[') throw new StreamFormatError(`"deleted" must be an array or null, got ${JSON.stringify(head)}`);
-  return span[2];
-}
-
-/** Parses a `/v1/decisions/stream` body. Throws `StreamFormatError` on a malformed body. */
-export function parseStreamBody(body: string, opts: ParseOptions): ParseResult {
-  const spans = scanTopLevel(body);
-  const rawNew = parseList(body, spans.new, 'new');
-  const deletedCount = checkDeleted(body, spans.deleted);
+/**
+ * Parses a `/v1/decisions/stream` body. Throws `StreamFormatError` on a
+ * malformed body. Unless `includeDeleted` is set, the `deleted` history is
+ * only walked (to count it and to check the body is complete), then cut out
+ * before `JSON.parse`, so no object is built for it.
+ */
+export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): ParseResult {
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let obj: unknown;
+  let deletedCount: number;
+  if (opts.includeDeleted) {
+    obj = jsonParse(buf.toString('utf8'));
+    if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
+    deletedCount = listOf(obj, 'deleted').length;
+  } else {
+    const d = findDeleted(buf);
+    deletedCount = d ? deletedItems(buf, d) : 0;
+    obj = jsonParse(d ? `${buf.toString('utf8', 0, d[0])}null${buf.toString('utf8', d[1])}` : buf.toString('utf8'));
+    if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
+  }
+  const rawNew = listOf(obj, 'new');
+  listOf(obj, 'deleted');
   const c: Counters = { skipped: 0, skippedSamples: [], filtered: 0, expired: 0 };
   const decisions: Decision[] = [];
   for (let i = 0; i < rawNew.length; i++) {
@@ -290,11 +319,11 @@ export function parseStreamBody(body: string, opts: ParseOptions): ParseResult {
   }
   const deleted: Decision[] = [];
   if (opts.includeDeleted) {
-    const rawDeleted = parseList(body, spans.deleted && [spans.deleted[0], spans.deleted[1]], 'deleted');
+    const rawDeleted = listOf(obj as Record<string, unknown>, 'deleted');
     const dc: Counters = { skipped: 0, skippedSamples: [], filtered: 0, expired: 0 };
     for (let i = 0; i < rawDeleted.length; i++) {
-      const d = toDecision(rawDeleted[i], i, 'deleted', opts, dc, true);
-      if (d) deleted.push(d);
+      const dd = toDecision(rawDeleted[i], i, 'deleted', opts, dc, true);
+      if (dd) deleted.push(dd);
     }
   }
   return { decisions, deleted, ...c, deletedCount };

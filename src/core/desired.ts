@@ -74,12 +74,12 @@ export function computeDesired(
       bans.push(capped);
       continue;
     }
-    const net = toNet(b.cidr);
-    const holes = whitelist.overlapping(net);
-    if (holes.length === 0) {
+    if (!whitelist.overlapsCidr(b.cidr, b.family, b.prefix)) {
       bans.push(capped);
       continue;
     }
+    const net = toNet(b.cidr);
+    const holes = whitelist.overlapping(net);
     const pieces = subtract(net, holes);
     if (pieces.length === 0) {
       refused.push({ value: b.cidr, reason: 'whitelisted', detail: `covered by whitelist ${holes.map(netToCidr).join(', ')}`, source: b.source, origin: b.origin, scenario: b.scenario });

@@ -40,7 +40,10 @@ export interface FitResult {
 
 interface Slotted {
   rule: Rule;
-  members: Map<Cidr, number>; // cidr -> expiresAt of its ban
+  members: Cidr[];
+  /** Smallest and largest member expiry, kept up to date as members are added. */
+  minE: number;
+  maxE: number;
   recorded: number; // expiry on the target (or planned)
   existing: boolean;
   touched: boolean;
@@ -111,36 +114,42 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       selected.push(b);
     }
   }
+  // Selected bans not yet placed, in rank order (insertion order) when selection ran.
   const want = new Map<Cidr, Ban>();
   for (const b of selected) want.set(b.cidr, b);
 
   // --- Keep what is already enforced ----------------------------------------
   const slots: Slotted[] = [];
-  const placed = new Set<Cidr>();
   const sortedExisting = [...existing].sort((a, b) => (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0));
   for (const r of sortedExisting) {
-    const members = new Map<Cidr, number>();
+    const members: Cidr[] = [];
+    let minE = Infinity;
+    let maxE = -Infinity;
     for (const c of r.cidrs) {
       const b = want.get(c);
       // Keep a CIDR only once (duplicates after a crash or a race are dropped from later rules).
-      if (b && b.family === r.family && !placed.has(c)) {
-        members.set(c, b.expiresAt);
-        placed.add(c);
+      if (b && b.family === r.family) {
+        members.push(c);
+        want.delete(c);
+        if (b.expiresAt < minE) minE = b.expiresAt;
+        if (b.expiresAt > maxE) maxE = b.expiresAt;
       }
     }
     slots.push({
       rule: r,
       members,
+      minE,
+      maxE,
       recorded: r.expiresAt,
       existing: true,
-      touched: members.size !== r.cidrs.length,
-      vacant: members.size === 0,
+      touched: members.length !== r.cidrs.length,
+      vacant: members.length === 0,
       original: r,
     });
   }
 
   // --- Place what is new ----------------------------------------------------
-  const toPlace = selected.filter((b) => !placed.has(b.cidr));
+  const toPlace = [...want.values()];
   // When selection ran, `selected` is already in rank order; otherwise rank the new ones now.
   if (fitsAll && toPlace.length > 1) toPlace.sort(compareBans);
   const freeSlots = [...pool.freeSlots];
@@ -152,24 +161,19 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   const ruleCount = liveRules();
   // Non-vacant rules with space, by family: the candidates for new CIDRs.
   const open: Record<Family, Slotted[]> = { 4: [], 6: [] };
-  for (const s of slots) if (!s.vacant && s.members.size < cpr) open[s.rule.family].push(s);
+  for (const s of slots) if (!s.vacant && s.members.length < cpr) open[s.rule.family].push(s);
   const vacant = slots.filter((s) => s.vacant);
   let bucketOverflow = 0;
 
-  const spread = (s: Slotted, e: number): number => {
-    let min = e;
-    let max = Math.max(e, s.recorded);
-    for (const v of s.members.values()) {
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
-    return max - min;
-  };
+  /** Expiry spread of a rule if a CIDR expiring at `e` joined it. */
+  const spread = (s: Slotted, e: number): number => Math.max(e, s.recorded, s.maxE) - Math.min(e, s.minE);
 
   const put = (s: Slotted, b: Ban) => {
-    s.members.set(b.cidr, b.expiresAt);
+    s.members.push(b.cidr);
+    if (b.expiresAt < s.minE) s.minE = b.expiresAt;
+    if (b.expiresAt > s.maxE) s.maxE = b.expiresAt;
     s.touched = true;
-    if (s.members.size >= cpr) {
+    if (s.members.length >= cpr) {
       const list = open[s.rule.family];
       const i = list.indexOf(s);
       if (i >= 0) list.splice(i, 1);
@@ -204,11 +208,15 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       if (vacant.length > 0) {
         s = vacant.splice(vi >= 0 ? vi : 0, 1)[0]!;
         s.vacant = false;
+        s.minE = Infinity;
+        s.maxE = -Infinity;
         s.rule = { ...s.rule, family: f };
       } else {
         s = {
           rule: { pool: pool.id, slot: freeSlots.shift()!, family: f, cidrs: [], expiresAt: b.expiresAt },
-          members: new Map(),
+          members: [],
+          minE: Infinity,
+          maxE: -Infinity,
           recorded: b.expiresAt,
           existing: false,
           touched: true,
@@ -220,7 +228,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       s.recorded = b.expiresAt;
       ruleCount[f]++;
       put(s, b);
-      if (s.members.size < cpr) open[f].push(s);
+      if (s.members.length < cpr) open[f].push(s);
       continue;
     }
     // 4. any open rule of the family, least expiry overshoot
@@ -251,11 +259,10 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       if (s.existing) vacated.push(s.original!);
       continue;
     }
-    let maxE = -Infinity;
-    for (const v of s.members.values()) if (v > maxE) maxE = v;
+    const maxE = s.maxE;
     let expiresAt = s.recorded;
     if (!s.existing || s.touched || Math.abs(maxE - s.recorded) > policy.refreshMarginMs) expiresAt = maxE;
-    const cidrs = s.touched || !s.existing ? [...s.members.keys()].sort() : s.rule.cidrs;
+    const cidrs = s.touched || !s.existing ? s.members.sort() : s.rule.cidrs;
     rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
   }
   return { rules, vacated, unenforced, bucketOverflow };

@@ -21,6 +21,11 @@ export interface PlanTargetArgs {
   describeSlot?: ((pool: string, slot: string) => Record<string, string | number>) | undefined;
 }
 
+function isSorted(xs: readonly string[]): boolean {
+  for (let i = 1; i < xs.length; i++) if (xs[i - 1]! > xs[i]!) return false;
+  return true;
+}
+
 function sameCidrs(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -124,7 +129,7 @@ export function planTarget(args: PlanTargetArgs): TargetPlan {
   let unchanged = 0;
   let enforced = 0;
   for (const pool of state.pools) {
-    const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => ({ ...r, cidrs: [...r.cidrs].sort() }));
+    const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => (isSorted(r.cidrs) ? r : { ...r, cidrs: [...r.cidrs].sort() }));
     const fit = fitPool(args.bans, pool, actual, policy);
     const d = diffRules(actual, fit.rules, fit.vacated);
     changes.push(...d.changes);

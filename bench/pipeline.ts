@@ -1,0 +1,120 @@
+/**
+ * Decision pipeline benchmark: parse → desired → fit → plan for N decisions,
+ * against a target that already holds the previous state (1% churn). Runs
+ * in its own process so peak RSS is this workload's alone. Prints one JSON
+ * line; asserts nothing about time.
+ */
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { parseStreamBody } from '../src/core/decisions.js';
+import { computeDesired } from '../src/core/desired.js';
+import { originClassOf } from '../src/core/decisions.js';
+import { NetIndex, toNet } from '../src/core/cidr.js';
+import { DEFAULT_GUARDS } from '../src/core/desired.js';
+import { planTarget } from '../src/core/plan.js';
+import type { Pool, Rule, TargetState } from '../src/core/types.js';
+
+const N = Number(process.argv[2] ?? 10_000);
+const NOW = Date.UTC(2026, 10, 23, 8, 0, 0);
+const ORIGINS = ['crowdsec', 'CAPI', 'lists', 'cscli', 'CAPI', 'lists'];
+
+function item(i: number, salt: number): string {
+  const k = i * 7 + salt;
+  let value: string;
+  let scope = 'Ip';
+  const r = i % 10;
+  if (r < 7) value = `${11 + ((k >> 24) & 127)}.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255}`;
+  else if (r < 9) value = `2001:db8:${((k >> 16) & 0xffff).toString(16)}:${(k & 0xffff).toString(16)}::1`;
+  else {
+    value = `${150 + ((k >> 16) & 63)}.${(k >> 8) & 255}.${k & 255}.0/24`;
+    scope = 'Range';
+  }
+  const secs = 600 + (i % 86_400);
+  return `{"duration":"${Math.floor(secs / 3600)}h${Math.floor((secs % 3600) / 60)}m${secs % 60}.123456789s","id":${i + 1},"origin":"${ORIGINS[i % ORIGINS.length]}","scenario":"crowdsecurity/ssh-bf","scope":"${scope}","type":"ban","value":"${value}"}`;
+}
+
+function body(n: number, salt: number): string {
+  const parts: string[] = [];
+  parts.push('{"deleted":[');
+  // A long expired history, as a real LAPI sends on startup=true.
+  for (let i = 0; i < n; i++) parts.push(`${i ? ',' : ''}${item(i + n, salt + 3).replace(/"duration":"[^"]+"/, '"duration":"-3.06s"')}`);
+  parts.push('],"new":[');
+  for (let i = 0; i < n; i++) parts.push(`${i ? ',' : ''}${item(i, salt)}`);
+  parts.push(']}');
+  return parts.join('');
+}
+
+const opts = { source: 'bench', now: NOW };
+const whitelist = new NetIndex(['11.0.0.5/32', '2001:db8::/64', '150.1.1.0/28'].map(toNet));
+
+const phases = { parse: 0, desired: 0, plan: 0 };
+function pipeline(text: Buffer, state: TargetState) {
+  let t0 = performance.now();
+  const parsed = parseStreamBody(text, opts);
+  let t1 = performance.now();
+  phases.parse = t1 - t0;
+  const desired = computeDesired(parsed.decisions, whitelist, DEFAULT_GUARDS, NOW, originClassOf);
+  t0 = performance.now();
+  phases.desired = t0 - t1;
+  const plan = planTarget({ target: 'bench', provider: 'file', bans: desired.bans, state, now: NOW });
+  t1 = performance.now();
+  phases.plan = t1 - t0;
+  return plan;
+}
+
+const RANGES = 5000;
+const maxRules = Math.ceil((N * 1.2) / RANGES) + 8;
+const pool: Pool = { id: 'main', families: [4, 6], cidrsPerRule: RANGES, maxRules, maxCidrs: maxRules * RANGES, freeSlots: Array.from({ length: maxRules }, (_, i) => `r${i}`), bucketMs: 3_600_000 * 24 };
+const empty: TargetState = { pools: [pool], rules: [], foreign: [], conflicts: [], warnings: [] };
+
+const mode = process.argv[3] ?? 'all';
+const dir = process.argv[4] ?? 'build/bench';
+const bodyPath = `${dir}/body-${N}.json`;
+const statePath = `${dir}/state-${N}.json`;
+
+if (mode === 'gen' || mode === 'all') {
+  // Previous state: the plan of a snapshot that differs in 1% of its items.
+  const previousBody = body(N, 0).replace(/"id":(\d*)01,"origin":"([^"]+)","scenario":"crowdsecurity\/ssh-bf","scope":"Ip","type":"ban","value":"(\d+)\./g, (_m, id, o, a) => `"id":${id}01,"origin":"${o}","scenario":"crowdsecurity/ssh-bf","scope":"Ip","type":"ban","value":"${200 + (Number(a) % 50)}.`);
+  const prevPlan = pipeline(Buffer.from(previousBody), empty);
+  const rules: Rule[] = prevPlan.changes.map((c) => ({ pool: c.pool, slot: c.slot, family: c.family, cidrs: c.after!.cidrs, expiresAt: c.after!.expiresAt }));
+  writeFileSync(statePath, JSON.stringify(rules));
+  writeFileSync(bodyPath, body(N, 0));
+}
+
+if (mode === 'run' || mode === 'all') {
+  // What a job process holds: the response bytes and the rules read from the target.
+  const rules = JSON.parse(readFileSync(statePath, 'utf8')) as Rule[];
+  const used = new Set(rules.map((r) => r.slot));
+  const state: TargetState = { ...empty, pools: [{ ...pool, freeSlots: pool.freeSlots.filter((s) => !used.has(s)) }], rules };
+  const text = readFileSync(bodyPath);
+  const bytes = text.length;
+  (globalThis as { gc?: () => void }).gc?.();
+  const rssBeforeMb = Math.round(process.memoryUsage().rss / 1024 / 1024);
+  let t = performance.now();
+  const plan = pipeline(text, state);
+  const pipelineMs = performance.now() - t;
+  const peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+
+  // The floor, measured after the pipeline so its objects do not count in the pipeline's peak RSS.
+  (globalThis as { gc?: () => void }).gc?.();
+  t = performance.now();
+  const parsedFloor = JSON.parse(text.toString('utf8')) as { new: unknown[] };
+  const floorMs = performance.now() - t;
+  if (parsedFloor.new.length !== N) throw new Error('bad synthetic body');
+  unlinkSync(bodyPath);
+  unlinkSync(statePath);
+  console.log(
+    JSON.stringify({
+      n: N,
+      bytes,
+      floorMs: Math.round(floorMs),
+      pipelineMs: Math.round(pipelineMs),
+      ratio: Number((pipelineMs / floorMs).toFixed(2)),
+      phasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v)])),
+      peakRssMb,
+      rssBeforeMb,
+      enforced: plan.summary.enforced,
+      changes: plan.changes.length,
+      changedCidrs: plan.changes.reduce((n, c) => n + c.added.length + c.removed.length, 0),
+    }),
+  );
+}

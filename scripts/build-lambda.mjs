@@ -1,0 +1,29 @@
+// Bundles the Lambda handler into build/lambda/ (ESM, split per provider so a
+// cold start loads only the configured provider's SDK). Zip the folder's
+// contents, or point SAM's CodeUri at it.
+import { build } from 'esbuild';
+import { rm, writeFile, stat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const outdir = 'build/lambda';
+await rm(outdir, { recursive: true, force: true });
+await build({
+  entryPoints: { index: 'src/lambda.ts' },
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22',
+  outdir,
+  outExtension: { '.js': '.mjs' },
+  minify: true,
+  sourcemap: false,
+  legalComments: 'none',
+  // Some bundled CommonJS dependencies call require(); give ESM output one.
+  banner: { js: "import { createRequire as __cbCreateRequire } from 'node:module'; const require = __cbCreateRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
+await writeFile(join(outdir, 'package.json'), JSON.stringify({ type: 'module' }) + '\n');
+let total = 0;
+for (const f of await readdir(outdir)) total += (await stat(join(outdir, f))).size;
+console.log(`build/lambda: ${(total / 1024 / 1024).toFixed(2)} MiB`);
