@@ -52,6 +52,8 @@ export interface ParseOptions {
   filters?: DecisionFilters | undefined;
   /** Daemon delta mode needs the deleted items; a full snapshot only counts them. */
   includeDeleted?: boolean | undefined;
+  /** Origin → class (default: `originClassOf` with the default classes). */
+  classify?: ((origin: string) => OriginClass) | undefined;
 }
 
 export interface ParseResult {
@@ -139,6 +141,7 @@ export function toDecision(raw: unknown, index: number, list: string, opts: Pars
     source: opts.source,
     id: raw.id,
     origin: raw.origin,
+    originClass: (opts.classify ?? originClassOf)(raw.origin),
     scenario: raw.scenario,
     scope,
     type,

@@ -50,7 +50,9 @@ export function computeDesired(
       refused.push({ value: d.value, reason: 'expired', source: d.source, origin: d.origin, scenario: d.scenario });
       continue;
     }
-    add({ cidr: d.cidr, family: d.family, prefix: d.prefix, expiresAt: d.expiresAt, origin: d.origin, originClass: classify(d.origin), scenario: d.scenario, source: d.source });
+    // A Decision is a Ban (it carries every Ban field): no copy unless the configured classes differ.
+    const cls = classify(d.origin);
+    add(cls === d.originClass ? d : { ...d, originClass: cls });
   }
   for (const b of extra) if (b.expiresAt > now) add(b);
 

@@ -20,12 +20,17 @@ export type OriginClass = 'manual' | 'local' | 'list';
 
 export const ORIGIN_CLASS_RANK: Record<OriginClass, number> = { manual: 0, local: 1, list: 2 };
 
-/** One decision from a stream, validated and normalised. */
+/**
+ * One decision from a stream, validated and normalised. It carries every
+ * field of a `Ban`, so the desired state can use it as one without copying
+ * (a million decisions per pass is a real size).
+ */
 export interface Decision {
   /** Name of the source (config `sources[].name`). */
   source: string;
   id?: number | undefined;
   origin: string;
+  originClass: OriginClass;
   scenario: string;
   /** Lower-cased scope: `ip` or `range`. */
   scope: string;

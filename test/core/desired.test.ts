@@ -9,7 +9,7 @@ import { HOUR, NOW } from '../helpers/bans.js';
 
 function decision(value: string, o: Partial<Decision> = {}): Decision {
   const p = parseCidr(value);
-  return { source: 's', origin: 'crowdsec', scenario: 'x', scope: p.prefix === (p.family === 4 ? 32 : 128) ? 'ip' : 'range', type: 'ban', value, cidr: p.cidr, family: p.family, prefix: p.prefix, expiresAt: NOW + HOUR, ...o };
+  return { source: 's', origin: 'crowdsec', originClass: originClassOf(o.origin ?? 'crowdsec'), scenario: 'x', scope: p.prefix === (p.family === 4 ? 32 : 128) ? 'ip' : 'range', type: 'ban', value, cidr: p.cidr, family: p.family, prefix: p.prefix, expiresAt: NOW + HOUR, ...o };
 }
 
 const wl = (...c: string[]) => new NetIndex(c.map((x) => toNet(parseCidr(x).cidr)));

@@ -1,0 +1,78 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { applyEnvOverrides, expandEnv, loadConfig } from '../src/config.js';
+import { ConfigError } from '../src/core/errors.js';
+
+function yamlFile(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cb-config-'));
+  const p = join(dir, 'config.yaml');
+  writeFileSync(p, text);
+  return p;
+}
+
+const minimal = `
+sources:
+  - name: sample
+    type: file
+    path: examples/decisions.json
+targets:
+  - name: demo
+    provider: file
+    path: .tmp/x.json
+`;
+
+describe('config', () => {
+  it('loads a minimal config with defaults', async () => {
+    const c = await loadConfig({ path: yamlFile(minimal), env: {} });
+    expect(c.owner).toBe('default');
+    expect(c.guards).toEqual({ min_prefix_v4: 16, min_prefix_v6: 48, max_ttl: 7 * 24 * 3_600_000 });
+    expect(c.targets[0]).toMatchObject({ name: 'demo', provider: 'file', max_writes_per_run: 500 });
+    expect(c.targets[0]!.settings).toMatchObject({ path: '.tmp/x.json', rules: 8, cidrs_per_rule: 4 });
+  });
+
+  it.each([
+    ['a missing key', minimal.replace('    path: .tmp/x.json\n', ''), /^config: targets\[0\]\.path: expected string, got nothing \(the key is missing\)$/],
+    ['a wrong type', minimal.replace('provider: file\n', 'provider: file\n    rules: many\n'), /^config: targets\[0\]\.rules: expected number, got "many" \(string\)$/],
+    ['an unknown provider', minimal.replace('provider: file', 'provider: ovh-firewall'), /^config: targets\[0\]\.provider: unknown provider "ovh-firewall"; expected one of aws-nacl, azure-nsg, file, gcp-firewall$/],
+    ['a bad CIDR', `${minimal}whitelist:\n  cidrs: [10.0.0.300/32]\n`, /^config: whitelist\.cidrs\[0\]: expected an IP address or CIDR like "192\.0\.2\.0\/24", got "10\.0\.0\.300\/32"$/],
+    ['an unknown key', `${minimal}gaurds: {}\n`, /^config: gaurds: unknown key/],
+    ['a bad duration', `${minimal}guards:\n  max_ttl: forever\n`, /^config: guards\.max_ttl: expected a duration like "90s" or "1h30m", got "forever"$/],
+    ['no targets', minimal.slice(0, minimal.indexOf('targets:')) + 'targets: []\n', /^config: targets: expected at least one target/],
+    ['a duplicate target name', `${minimal}  - name: demo\n    provider: file\n    path: y.json\n`, /^config: targets: target name "demo" is used twice/],
+  ])('names the key on %s', async (_name, text, message) => {
+    const err = await loadConfig({ path: yamlFile(text), env: {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(message);
+  });
+
+  it('expands ${ENV} inside values, with defaults, and names the key of a missing variable', () => {
+    expect(expandEnv({ a: 'x-${FOO}-${BAR:-dflt}' }, { FOO: 'foo' })).toEqual({ a: 'x-foo-dflt' });
+    expect(() => expandEnv({ sources: [{ api_key: '${NOPE}' }] }, {})).toThrow('config: sources[0].api_key: environment variable NOPE is not set');
+  });
+
+  it('builds a whole config from environment variables alone', async () => {
+    const env = {
+      CLOUD_BOUNCER__OWNER: 'lambda',
+      CLOUD_BOUNCER__SOURCES__0__NAME: 'sample',
+      CLOUD_BOUNCER__SOURCES__0__TYPE: 'file',
+      CLOUD_BOUNCER__SOURCES__0__PATH: 'examples/decisions.json',
+      CLOUD_BOUNCER__TARGETS__0__NAME: 'demo',
+      CLOUD_BOUNCER__TARGETS__0__PROVIDER: 'file',
+      CLOUD_BOUNCER__TARGETS__0__PATH: '/tmp/demo.json',
+      CLOUD_BOUNCER__TARGETS__0__RULES: '12',
+    };
+    const c = await loadConfig({ env });
+    expect(c.owner).toBe('lambda');
+    expect(c.targets[0]!.settings).toMatchObject({ path: '/tmp/demo.json', rules: 12 });
+  });
+
+  it('lets CLOUD_BOUNCER__ variables override the file', () => {
+    expect(applyEnvOverrides({ targets: [{ name: 'a', rules: 1 }] }, { CLOUD_BOUNCER__TARGETS__0__RULES: '9' })).toEqual({ targets: [{ name: 'a', rules: 9 }] });
+  });
+
+  it('refuses to run without any configuration', async () => {
+    await expect(loadConfig({ env: {} })).rejects.toThrow(/no configuration/);
+  });
+});
