@@ -46,8 +46,8 @@ export class ConfigError extends FatalError {
 export class OwnershipConflictError extends FatalError {
   readonly target: string;
   readonly slots: string[];
-  constructor(target: string, slots: string[], message: string) {
-    super(`target ${target}: ownership conflict: ${message}`, { code: 'ownership_conflict' });
+  constructor(target: string, slots: string[], message: string, options?: { cause?: unknown }) {
+    super(`target ${target}: ownership conflict: ${message}`, { ...options, code: 'ownership_conflict' });
     this.target = target;
     this.slots = slots;
   }
