@@ -131,7 +131,7 @@ export interface Rule {
   /** Provider-native identity of the slot: NACL rule number, GCP/Azure rule name. */
   slot: string;
   family: Family;
-  /** Sorted canonical CIDRs. */
+  /** Sorted canonical CIDRs. Empty when the target records a claim whose rule is missing (aws-nacl after an interrupted pass): the planner reuses or deletes it. */
   cidrs: Cidr[];
   /** Recorded expiry: the rule is removed once this passes, even with every source down. */
   expiresAt: number;
