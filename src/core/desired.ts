@@ -57,6 +57,7 @@ export function computeDesired(
   for (const b of extra) if (b.expiresAt > now) add(b);
 
   const bans: Ban[] = [];
+  const pieces: Ban[] = [];
   const maxExpiry = now + guards.maxTtlMs;
   const hasWhitelist = whitelist.size > 0;
   for (const b of byCidr.values()) {
@@ -72,32 +73,31 @@ export function computeDesired(
       continue;
     }
     const capped = b.expiresAt > maxExpiry ? { ...b, expiresAt: maxExpiry } : b;
-    if (!hasWhitelist) {
-      bans.push(capped);
-      continue;
-    }
-    if (!whitelist.overlapsCidr(b.cidr, b.family, b.prefix)) {
+    if (!hasWhitelist || !whitelist.overlapsCidr(b.cidr, b.family, b.prefix)) {
       bans.push(capped);
       continue;
     }
     const net = toNet(b.cidr);
     const holes = whitelist.overlapping(net);
-    const pieces = subtract(net, holes);
-    if (pieces.length === 0) {
-      refused.push({ value: b.cidr, reason: 'whitelisted', detail: `covered by whitelist ${holes.map(netToCidr).join(', ')}`, source: b.source, origin: b.origin, scenario: b.scenario });
+    const split = subtract(net, holes);
+    const around = holes.map(netToCidr).join(', ');
+    if (split.length === 0) {
+      refused.push({ value: b.cidr, reason: 'whitelisted', detail: `covered by whitelist ${around}`, source: b.source, origin: b.origin, scenario: b.scenario });
       continue;
     }
-    refused.push({ value: b.cidr, reason: 'whitelisted', detail: `split into ${pieces.length} CIDRs around whitelist ${holes.map(netToCidr).join(', ')}`, source: b.source, origin: b.origin, scenario: b.scenario });
-    for (const p of pieces) bans.push({ ...capped, cidr: netToCidr(p), prefix: p.prefix });
+    refused.push({ value: b.cidr, reason: 'whitelisted', detail: `split into ${split.length} CIDRs around whitelist ${around}`, source: b.source, origin: b.origin, scenario: b.scenario });
+    for (const p of split) pieces.push({ ...capped, cidr: netToCidr(p), prefix: p.prefix });
   }
-  // Pieces of a split range may coincide with another ban: merge again.
-  if (hasWhitelist) {
-    const merged = new Map<string, Ban>();
-    for (const b of bans) {
-      const prev = merged.get(b.cidr);
-      merged.set(b.cidr, prev ? mergeBan(prev, b) : b);
-    }
-    return { bans: [...merged.values()], refused };
+  if (pieces.length === 0) return { bans, refused };
+  // Pieces of a split range may coincide with another ban or another piece: merge those.
+  const index = new Map<string, number>();
+  bans.forEach((b, i) => index.set(b.cidr, i));
+  for (const p of pieces) {
+    const i = index.get(p.cidr);
+    if (i === undefined) {
+      index.set(p.cidr, bans.length);
+      bans.push(p);
+    } else bans[i] = mergeBan(bans[i]!, p);
   }
   return { bans, refused };
 }

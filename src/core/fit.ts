@@ -114,9 +114,11 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       selected.push(b);
     }
   }
-  // Selected bans not yet placed, in rank order (insertion order) when selection ran.
-  const want = new Map<Cidr, Ban>();
-  for (const b of selected) want.set(b.cidr, b);
+  // CIDR → index in `selected`; `placed` marks what an existing rule already holds
+  // (a typed array, not Map deletes: this runs over every enforced CIDR every pass).
+  const want = new Map<Cidr, number>();
+  for (let i = 0; i < selected.length; i++) want.set(selected[i]!.cidr, i);
+  const placed = new Uint8Array(selected.length);
 
   // --- Keep what is already enforced ----------------------------------------
   const slots: Slotted[] = [];
@@ -126,11 +128,12 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     let minE = Infinity;
     let maxE = -Infinity;
     for (const c of r.cidrs) {
-      const b = want.get(c);
-      // Keep a CIDR only once (duplicates after a crash or a race are dropped from later rules).
-      if (b && b.family === r.family) {
+      const i = want.get(c);
+      if (i === undefined || placed[i]) continue; // not wanted, or already kept by an earlier rule (a duplicate after a crash or race)
+      const b = selected[i]!;
+      if (b.family === r.family) {
         members.push(c);
-        want.delete(c);
+        placed[i] = 1;
         if (b.expiresAt < minE) minE = b.expiresAt;
         if (b.expiresAt > maxE) maxE = b.expiresAt;
       }
@@ -149,7 +152,8 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   }
 
   // --- Place what is new ----------------------------------------------------
-  const toPlace = [...want.values()];
+  // Selected order is rank order when selection ran.
+  const toPlace = selected.filter((_, i) => placed[i] === 0);
   // When selection ran, `selected` is already in rank order; otherwise rank the new ones now.
   if (fitsAll && toPlace.length > 1) toPlace.sort(compareBans);
   const freeSlots = [...pool.freeSlots];
