@@ -19,8 +19,10 @@ await build({
   minify: true,
   sourcemap: false,
   legalComments: 'none',
-  // Some bundled CommonJS dependencies call require(); give ESM output one.
-  banner: { js: "import { createRequire as __cbCreateRequire } from 'node:module'; const require = __cbCreateRequire(import.meta.url);" },
+  // Some bundled CommonJS dependencies call require() or read __dirname at load time (google-gax); give ESM output both.
+  banner: {
+    js: "import { createRequire as __cbCreateRequire } from 'node:module'; import { fileURLToPath as __cbFileURLToPath } from 'node:url'; import { dirname as __cbDirname } from 'node:path'; const require = __cbCreateRequire(import.meta.url); const __filename = __cbFileURLToPath(import.meta.url); const __dirname = __cbDirname(__filename);",
+  },
   logLevel: 'warning',
 });
 await writeFile(join(outdir, 'package.json'), JSON.stringify({ type: 'module' }) + '\n');

@@ -17,6 +17,9 @@ import { runPass } from './core/reconcile.js';
 import { createLogger, scrub } from './log.js';
 import { createRuntime } from './runtime.js';
 
+/** Lets tools (the cold-start bench) trigger a provider's lazy load through the bundle. */
+export { loadProvider } from './providers/registry.js';
+
 export interface LambdaContext {
   getRemainingTimeInMillis(): number;
   awsRequestId?: string;

@@ -24,7 +24,14 @@ import { ORIGIN_CLASS_RANK } from './types.js';
 import type { Ban, Cidr, Family, Pool, Rule, Unenforced } from './types.js';
 
 export interface FitPolicy {
-  /** Recorded expiries are rewritten only when they move by more than this (steady state costs zero writes). */
+  /**
+   * Recorded expiries are rewritten lazily, so a steady state costs zero
+   * writes even when a source slides every expiry forward on each poll
+   * (MikoPBX): a later desired expiry is recorded only once the recorded one
+   * would run out within this margin; an earlier one (a shortened ban) is
+   * recorded as soon as it is more than this margin earlier. Rules that are
+   * written anyway always record the exact expiry.
+   */
   refreshMarginMs: number;
 }
 
@@ -72,7 +79,7 @@ function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
   return { cidr: b.cidr, family: b.family, expiresAt: b.expiresAt, origin: b.origin, originClass: b.originClass, reason };
 }
 
-export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy): FitResult {
+export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy, now: number): FitResult {
   const families = new Set<Family>(pool.families);
   const cpr = Math.max(1, pool.cidrsPerRule);
   const limitReason = pool.ruleLimitReason ?? 'capacity';
@@ -265,7 +272,10 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     }
     const maxE = s.maxE;
     let expiresAt = s.recorded;
-    if (!s.existing || s.touched || Math.abs(maxE - s.recorded) > policy.refreshMarginMs) expiresAt = maxE;
+    const m = policy.refreshMarginMs;
+    const shortened = maxE < s.recorded - m;
+    const runningOut = maxE > s.recorded && s.recorded - now < m;
+    if (!s.existing || s.touched || shortened || runningOut) expiresAt = maxE;
     const cidrs = s.touched || !s.existing ? s.members.sort() : s.rule.cidrs;
     rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
   }

@@ -130,7 +130,7 @@ export function planTarget(args: PlanTargetArgs): TargetPlan {
   let enforced = 0;
   for (const pool of state.pools) {
     const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => (isSorted(r.cidrs) ? r : { ...r, cidrs: [...r.cidrs].sort() }));
-    const fit = fitPool(args.bans, pool, actual, policy);
+    const fit = fitPool(args.bans, pool, actual, policy, args.now);
     const d = diffRules(actual, fit.rules, fit.vacated);
     changes.push(...d.changes);
     unchanged += d.unchanged;

@@ -96,12 +96,25 @@ describe('core/plan', () => {
     expect(p.changes).toEqual([]);
   });
 
-  it('rewrites an expiry that moved more than the refresh margin, as a pure update', () => {
-    const r = rule('r01', ['192.0.2.1/32'], NOW + 4 * HOUR);
-    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 6 * HOUR })], state([r]));
+  it('records a shortened expiry at once, as a pure update', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + 6 * HOUR);
+    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 2 * HOUR })], state([r]));
     expect(p.changes).toHaveLength(1);
     expect(p.changes[0]).toMatchObject({ kind: 'update', reason: 'refresh recorded expiry', added: [], removed: [] });
-    expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 6 * HOUR);
+    expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 2 * HOUR);
+  });
+
+  it('records a later expiry only when the recorded one would run out within the margin (sliding durations cost no writes)', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + HOUR);
+    // A source that slides the expiry forward every minute: an hour of passes.
+    for (let minute = 1; minute < 50; minute++) {
+      const now = NOW + minute * 60_000;
+      expect(plan([ban('192.0.2.1', { expiresAt: now + HOUR })], state([r]), now).changes).toEqual([]);
+    }
+    const late = NOW + 51 * 60_000;
+    const p = plan([ban('192.0.2.1', { expiresAt: late + HOUR })], state([r]), late);
+    expect(p.changes).toHaveLength(1);
+    expect(p.changes[0]!.after!.expiresAt).toBe(late + HOUR);
   });
 
   it('enforces the highest-priority bans and reports the rest as unenforced: capacity', () => {
