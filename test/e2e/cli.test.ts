@@ -1,0 +1,190 @@
+/**
+ * The command line end to end on the file target: quick start, idempotence,
+ * fail-static on a broken source, config errors, flush, detailed exit codes.
+ */
+import { createServer, type Server } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli.js';
+import { formatMarker } from '../../src/core/marker.js';
+
+const silent = pino({ level: 'silent' });
+
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(args, { stdout: (s) => void (stdout += s), stderr: (s) => void (stderr += s), env, log: silent });
+  return { code, stdout, stderr };
+}
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'cb-e2e-'));
+}
+
+/** A decisions server whose answer the test controls. */
+let server: Server;
+let mode: 'ok' | '500' | '403' | 'garbage' | 'truncated' = 'ok';
+let body = '';
+let url = '';
+beforeAll(async () => {
+  server = createServer((_req, res) => {
+    if (mode === '500') return void res.writeHead(500).end('internal error');
+    if (mode === '403') return void res.writeHead(403, { 'content-type': 'application/json' }).end('{"message":"access forbidden"}');
+    if (mode === 'garbage') return void res.writeHead(200, { 'content-type': 'application/json' }).end('<html>oops</html>');
+    if (mode === 'truncated') return void res.writeHead(200, { 'content-type': 'application/json' }).end(body.slice(0, Math.floor(body.length / 2)));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const a = server.address();
+  url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+function item(value: string, duration: string, extra: Record<string, string> = {}) {
+  return { duration, origin: 'crowdsec', scenario: 'crowdsecurity/ssh-bf', scope: value.includes('/') ? 'Range' : 'Ip', type: 'ban', value, ...extra };
+}
+
+function lapiConfig(dir: string, extra = '') {
+  const p = join(dir, 'config.yaml');
+  writeFileSync(
+    p,
+    `owner: e2e
+sources:
+  - name: lapi
+    type: lapi
+    api_url: ${url}
+    api_key: secret-key-123456
+targets:
+  - name: fw
+    provider: file
+    path: ${join(dir, 'fw.json')}
+    rules: 4
+    cidrs_per_rule: 2
+${extra}`,
+  );
+  return p;
+}
+
+describe('cli (file target)', () => {
+  it('runs the quick start: plan prints, apply writes, a second apply writes nothing', async () => {
+    const dir = tmp();
+    const cfg = join(dir, 'quickstart.yaml');
+    writeFileSync(cfg, readFileSync('examples/quickstart.yaml', 'utf8').replace('.tmp/demo-firewall.json', join(dir, 'fw.json')));
+    const plan = await cli(['plan', '--config', cfg]);
+    expect(plan.code).toBe(0);
+    expect(plan.stdout).toMatch(/target demo \(file\): \d+ to create/);
+    expect(plan.stdout).toMatch(/100\.64\.0\.0\/10: min_prefix/);
+    expect(existsSync(join(dir, 'fw.json'))).toBe(false);
+
+    const apply = await cli(['apply', '--config', cfg, '--output', 'json']);
+    expect(apply.code).toBe(0);
+    const doc = JSON.parse(readFileSync(join(dir, 'fw.json'), 'utf8')) as { rules: Array<{ cidrs: string[] }> };
+    const written = doc.rules.flatMap((r) => r.cidrs);
+    expect(written).toContain('192.0.2.10/32');
+    expect(written).not.toContain('198.51.100.7/32'); // captcha
+    expect(written).not.toContain('192.0.2.99/32'); // expired
+    expect(written).not.toContain('203.0.113.0/24'); // split around the whitelisted 203.0.113.5
+    expect(written.some((c) => c.startsWith('203.0.113.'))).toBe(true);
+
+    const again = await cli(['plan', '--config', cfg, '--detailed-exitcode']);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/Plan: 0 to create, 0 to update, 0 to delete\./);
+  });
+
+  it('plan --detailed-exitcode exits 2 when there are changes and writes nothing', async () => {
+    const dir = tmp();
+    body = JSON.stringify({ new: [item('192.0.2.1', '4h')], deleted: null });
+    mode = 'ok';
+    const r = await cli(['plan', '--config', lapiConfig(dir), '--detailed-exitcode', '--output', 'json']);
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toMatchObject({ version: 1, targets: [{ name: 'fw', summary: { create: 1 } }] });
+    expect(existsSync(join(dir, 'fw.json'))).toBe(false);
+  });
+
+  it('removes a lifted ban on the next pass', async () => {
+    const dir = tmp();
+    const cfg = lapiConfig(dir);
+    mode = 'ok';
+    body = JSON.stringify({ new: [item('192.0.2.1', '4h'), item('192.0.2.2', '4h')], deleted: null });
+    expect((await cli(['apply', '--config', cfg])).code).toBe(0);
+    body = JSON.stringify({ new: [item('192.0.2.2', '4h')], deleted: [item('192.0.2.1', '-1s')] });
+    expect((await cli(['apply', '--config', cfg])).code).toBe(0);
+    const doc = JSON.parse(readFileSync(join(dir, 'fw.json'), 'utf8')) as { rules: Array<{ cidrs: string[] }> };
+    expect(doc.rules.flatMap((r) => r.cidrs)).toEqual(['192.0.2.2/32']);
+  });
+
+  describe.each(['500', '403', 'garbage', 'truncated'] as const)('when the source answers %s', (failure) => {
+    it('keeps every rule (except expired ones), names the source in one line and exits 1', async () => {
+      const dir = tmp();
+      const fw = join(dir, 'fw.json');
+      const now = Date.now();
+      // One live rule, one whose recorded expiry has passed, one foreign.
+      writeFileSync(
+        fw,
+        JSON.stringify({
+          capacity: { rules: 4, cidrs_per_rule: 2 },
+          rules: [
+            { name: 'allow-office', action: 'allow', family: 4, cidrs: ['203.0.113.7/32'] },
+            { name: 'cloud-bouncer-e2e-001', action: 'deny', family: 4, cidrs: ['192.0.2.1/32'], description: formatMarker({ owner: 'e2e', expiresAt: now + 3_600_000 }) },
+            { name: 'cloud-bouncer-e2e-002', action: 'deny', family: 4, cidrs: ['192.0.2.2/32'], description: formatMarker({ owner: 'e2e', expiresAt: now - 1_000 }) },
+          ],
+        }),
+      );
+      body = JSON.stringify({ new: [item('198.51.100.1', '4h')], deleted: null });
+      mode = failure;
+      const r = await cli(['apply', '--config', lapiConfig(dir)]);
+      mode = 'ok';
+      expect(r.code).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      const errLine = lines.find((l) => l.startsWith('cloud-bouncer: error:'))!;
+      expect(errLine).toMatch(/^cloud-bouncer: error: source lapi: /);
+      expect(r.stderr).not.toContain('secret-key-123456');
+      const doc = JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string; cidrs: string[] }> };
+      expect(doc.rules.map((x) => x.name)).toEqual(['allow-office', 'cloud-bouncer-e2e-001']);
+      expect(doc.rules[1]!.cidrs).toEqual(['192.0.2.1/32']);
+    });
+  });
+
+  it.each([
+    ['a missing key', 'targets:\n  - name: fw\n    provider: file\n', /targets\[0\]\.path: expected string, got nothing/],
+    ['an unknown provider', 'targets:\n  - name: fw\n    provider: nope\n    path: x.json\n', /targets\[0\]\.provider: unknown provider "nope"/],
+  ])('prints one line naming the key on %s, exits 1, and touches no target', async (_n, targets, message) => {
+    const dir = tmp();
+    const cfg = join(dir, 'c.yaml');
+    writeFileSync(cfg, `sources:\n  - name: s\n    type: file\n    path: examples/decisions.json\n${targets}`);
+    const r = await cli(['apply', '--config', cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(message);
+    expect(existsSync(join(dir, 'x.json'))).toBe(false);
+  });
+
+  it('flush needs --yes, then removes every owned rule and nothing else', async () => {
+    const dir = tmp();
+    const cfg = lapiConfig(dir);
+    mode = 'ok';
+    body = JSON.stringify({ new: [item('192.0.2.1', '4h'), item('2001:db8::1', '4h')], deleted: null });
+    await cli(['apply', '--config', cfg]);
+    const fw = join(dir, 'fw.json');
+    const doc = JSON.parse(readFileSync(fw, 'utf8')) as { rules: unknown[] };
+    doc.rules.unshift({ name: 'allow-office', action: 'allow', family: 4, cidrs: ['203.0.113.7/32'] });
+    writeFileSync(fw, JSON.stringify(doc));
+    const refused = await cli(['flush', '--config', cfg]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/pass --yes/);
+    mode = '500'; // flush does not need the sources
+    const r = await cli(['flush', '--yes', '--config', cfg]);
+    mode = 'ok';
+    expect(r.code).toBe(0);
+    expect((JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string }> }).rules.map((x) => x.name)).toEqual(['allow-office']);
+  });
+
+  it('validate reports the sources and targets', async () => {
+    const r = await cli(['validate', '--config', 'examples/quickstart.yaml']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/configuration OK: 1 source\(s\) \[sample:file\], 1 target\(s\) \[demo:file\]/);
+  });
+});
