@@ -35,7 +35,7 @@ const targetCommonSchema = z
   })
   .loose();
 
-const sourceSchema = z.union([lapiSourceSchema, fileSourceSchema]);
+const sourceSchema = z.discriminatedUnion('type', [lapiSourceSchema, fileSourceSchema]);
 
 export const configSchema = z
   .object({

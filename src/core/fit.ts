@@ -113,8 +113,10 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       const other: Family = f === 4 ? 6 : 4;
       const n = count[f] + 1;
       const ruleLimited = rulesFor(n) + rulesFor(count[other]) > pool.maxRules || rulesFor(n) > perFamilyRules(f);
-      if (count[4] + count[6] + 1 > cidrCap || ruleLimited) {
-        unenforced.push(unenforcedOf(b, ruleLimited && count[4] + count[6] + 1 <= cidrCap ? limitReason : 'capacity'));
+      const total = count[4] + count[6] + 1;
+      if (total > cidrCap || ruleLimited) {
+        // `capacity` only when the pool's own CIDR cap ran out; a cap derived from the rule limit carries that limit's reason.
+        unenforced.push(unenforcedOf(b, total > pool.maxCidrs ? 'capacity' : limitReason));
         continue;
       }
       count[f] = n;
