@@ -103,7 +103,6 @@ export function parseV6(s: string): bigint {
       // dotted IPv4 tail: must be last
       tail4 = parseV4(s.slice(start));
       if (tail4 < 0) return -1n;
-      i = n;
       break;
     }
     if (digits === 0 || digits > 4) return -1n;

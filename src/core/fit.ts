@@ -193,7 +193,20 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     }
   };
 
+  // Bans of each family still to place, to keep enough rules for every family:
+  // a new rule opened for one family's expiry bucket must not leave another
+  // family without any rule (that family's bans then share a rule past their
+  // bucket instead, which is reported).
+  const pending: Record<Family, number> = { 4: 0, 6: 0 };
+  for (const b of toPlace) pending[b.family]++;
+  const rulesStillNeeded = (g: Family): number => {
+    let space = 0;
+    for (const s of open[g]) space += cpr - s.members.length;
+    return Math.max(0, Math.ceil((pending[g] - space) / cpr));
+  };
+
   for (const b of toPlace) {
+    pending[b.family]--;
     const f = b.family;
     // 1. a compatible open rule (touched ones first, then the closest expiry)
     let best: Slotted | undefined;
@@ -215,7 +228,11 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     // 2. a vacated slot (replace in place), then 3. a new rule in a free slot.
     //    Either adds a live rule, so the rule limits must allow one more.
     const canAddRule = ruleCount[4] + ruleCount[6] < pool.maxRules && ruleCount[f] < perFamilyRules(f);
-    if (canAddRule && (vacant.length > 0 || freeSlots.length > 0)) {
+    const other: Family = f === 4 ? 6 : 4;
+    const rulesLeftAfter = Math.min(pool.maxRules - ruleCount[4] - ruleCount[6], vacant.length + freeSlots.length) - 1;
+    // When this ban can share an open rule of its family anyway, do not take the last rules another family needs.
+    const keepForOther = cpr > 1 && open[f].length > 0 && rulesLeftAfter < rulesStillNeeded(other);
+    if (canAddRule && !keepForOther && (vacant.length > 0 || freeSlots.length > 0)) {
       let s: Slotted;
       const vi = vacant.findIndex((v) => v.rule.family === f);
       if (vacant.length > 0) {

@@ -5,7 +5,7 @@
  * after which no new write starts (the write in flight finishes).
  */
 import PQueue from 'p-queue';
-import { RetryableError, isRetryable } from './errors.js';
+import { isRetryable, type RetryableError } from './errors.js';
 import type { Change } from './types.js';
 
 export interface QueueOptions {
