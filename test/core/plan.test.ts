@@ -196,6 +196,20 @@ describe('core/plan', () => {
     expect(p.error).toMatch(/r01 is not ours/);
   });
 
+  it('keeps a rule for a family that needs one instead of spending it on another family\'s expiry bucket', () => {
+    const p2 = pool({ maxRules: 2, cidrsPerRule: 4, freeSlots: ['r01', 'r02'] });
+    const bans = [
+      ban('192.0.2.1', { originClass: 'manual', expiresAt: NOW + 10 * HOUR }),
+      ban('192.0.2.2', { originClass: 'manual', expiresAt: NOW + 5 * HOUR }),
+      ban('192.0.2.3', { originClass: 'list', expiresAt: NOW + 1 * HOUR }),
+      ban('2001:db8::1', { originClass: 'local', expiresAt: NOW + 2 * HOUR }),
+    ];
+    const p = plan(bans, state([], p2));
+    expect(p.unenforced).toEqual([]);
+    expect(p.changes.map((c) => c.family).sort()).toEqual([4, 6]);
+    expect(p.warnings.join()).toMatch(/share a rule with a later expiry/);
+  });
+
   it('groups CIDRs so none outlives its own expiry by more than the bucket', () => {
     const bans = Array.from({ length: 40 }, (_, i) => ban(`192.0.2.${i + 1}`, { expiresAt: NOW + (i * 17 * 60_000) }));
     const p = plan(bans, state([], pool({ maxRules: 20, cidrsPerRule: 8, freeSlots: Array.from({ length: 20 }, (_, i) => `r${i}`) })));
