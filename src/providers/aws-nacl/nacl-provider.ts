@@ -176,8 +176,10 @@ export class AwsNaclProvider implements Provider {
         writer.set(dir, Number(o.change.slot), original[dir].get(Number(o.change.slot)));
       }
     }
-    // Skipped after abort: a claim without an entry is safe, and the next pass repairs it.
-    if (writer.dirty && !ctx.signal?.aborted) {
+    // Runs after an abort too (one attempt, no retry): it only restores the claims of changes that
+    // did not run, so a stopped run leaves the NACL consistent. If it fails, the state is still
+    // crash-safe (a claim without its entry, or a claimed entry with its old CIDR) and the next pass repairs it.
+    if (writer.dirty) {
       try {
         await writer.commit();
       } catch (err) {

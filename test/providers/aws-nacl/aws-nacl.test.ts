@@ -123,12 +123,13 @@ describe('providers/aws-nacl: applying bans', () => {
   it('replaces the entry in place when the CIDR of a slot changes, and refreshes an expiry with a tag write only', async () => {
     const h = await harness({ fake });
     const a = ban('192.0.2.10');
-    const b = ban('192.0.2.11', { expiresAt: NOW + HOUR });
+    const b = ban('192.0.2.11', { expiresAt: NOW + 3 * HOUR });
     await providerPass(h.provider, [a, b]);
     fake.resetCounters();
 
     const c = ban('192.0.2.12');
-    const moved = ban('192.0.2.11', { expiresAt: NOW + 3 * HOUR });
+    // A shortened ban is recorded at once (a later expiry waits until the recorded one nears its end).
+    const moved = ban('192.0.2.11', { expiresAt: NOW + HOUR });
     const { plan } = await providerPass(await h.fresh(), [c, moved]);
 
     expect(plan.changes.map((x) => [x.kind, x.slot, x.reason])).toEqual([

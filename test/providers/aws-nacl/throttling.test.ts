@@ -31,7 +31,7 @@ const v6 = (i: number, expiresAt = NOW + 4 * HOUR) => ban(`2001:db8::${i.toStrin
 function scenario(): { initial: Ban[]; desired: Ban[] } {
   const initial = [...Array.from({ length: 10 }, (_, i) => v4(i + 1)), ...Array.from({ length: 6 }, (_, i) => v6(i + 1))];
   const kept = initial.filter((b) => !['198.51.100.1/32', '198.51.100.2/32', '198.51.100.3/32', '198.51.100.4/32', '2001:db8::1/128', '2001:db8::2/128'].includes(b.cidr));
-  const moved = kept.slice(0, 3).map((b) => ({ ...b, expiresAt: b.expiresAt + 2 * HOUR }));
+  const moved = kept.slice(0, 3).map((b) => ({ ...b, expiresAt: b.expiresAt - 2 * HOUR })); // shortened: recorded at once
   const added = [...Array.from({ length: 8 }, (_, i) => v4(50 + i, NOW + (i + 1) * HOUR)), ...Array.from({ length: 4 }, (_, i) => v6(0x50 + i))];
   return { initial, desired: [...moved, ...kept.slice(3), ...added] };
 }
