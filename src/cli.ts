@@ -141,10 +141,25 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     }
   }
 
+  // SIGTERM/SIGINT (a CronJob deadline, `docker stop`, Ctrl-C): the write in flight finishes, no
+  // new change starts, and the pass reports what it skipped; the next run converges.
+  const stop = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.signal.aborted) return;
+    log.warn({ signal: sig }, 'stopping: finishing the write in flight, starting no new one');
+    stop.abort();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const detach = () => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  };
   let runtime;
   try {
-    runtime = await createRuntime(config, log, sel);
+    runtime = await createRuntime(config, log, sel, { signal: stop.signal });
   } catch (err) {
+    detach();
     return fail(io, err);
   }
   try {
@@ -168,6 +183,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   } catch (err) {
     return fail(io, err);
   } finally {
+    detach();
     await runtime.close();
   }
 }

@@ -175,6 +175,8 @@ export class FakeArm {
   acceptedWrites = 0;
   /** Called after each accepted write with the running count (lets a test kill a client mid-apply). */
   onWriteAccepted: ((n: number) => void) | undefined;
+  /** Called after every change to the stored rules: a write accepted, or an operation settling (a delete taking effect, a failed one rolled back). */
+  onStateChange: ((event: 'accepted' | 'settled') => void) | undefined;
   url = '';
 
   private server: Server | undefined;
@@ -401,6 +403,7 @@ export class FakeArm {
     }
     nsg.etag = etag();
     if (nsg.active === op) nsg.active = undefined;
+    this.onStateChange?.('settled');
   }
 
   private advance(op: Op): void {
@@ -434,6 +437,7 @@ export class FakeArm {
   private accepted(): void {
     this.faults.wrote();
     this.acceptedWrites++;
+    this.onStateChange?.('accepted');
     this.onWriteAccepted?.(this.acceptedWrites);
   }
 

@@ -113,6 +113,8 @@ export class FakeEc2 {
   readonly errors: Record<string, number> = {};
   /** Actions answered with UnauthorizedOperation (an IAM policy that lacks them). */
   readonly denied = new Set<string>();
+  /** Called right after each successful mutating call changed the state, before it is answered (lets a test check every intermediate state). */
+  onMutation: ((action: string) => void) | undefined;
   /** Fraction of successful mutating calls whose answer is lost after the change is made. */
   private lossRate = 0;
   private lossRandom = prng(7);
@@ -260,6 +262,7 @@ export class FakeEc2 {
     }
     if (mutating) {
       this.faults.wrote();
+      this.onMutation?.(action);
       if (this.lossRate > 0 && this.lossRandom() < this.lossRate) return dropConnection(req, res);
     }
     this.send(res, 200, responseXml(action, requestId, body), requestId);
