@@ -53,14 +53,5 @@ export class MemorySource implements DecisionSource {
   }
 }
 
-/** Seeded PRNG (mulberry32), so every run replaces the same bans. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+/** Seeded PRNG (mulberry32, shared with the fakes), so every run replaces the same bans. */
+export { prng as seeded } from '../../test/fakes/faults.js';
