@@ -17,6 +17,9 @@ await build({
   outdir,
   outExtension: { '.js': '.mjs' },
   minify: true,
+  // Prefer the SDKs' ES module builds: they tree-shake, so only the commands a
+  // provider uses are bundled (a faster cold start).
+  mainFields: ['module', 'main'],
   sourcemap: false,
   legalComments: 'none',
   // Some bundled CommonJS dependencies call require() or read __dirname at load time (google-gax); give ESM output both.
