@@ -74,6 +74,7 @@ targets:
     endpoint: ${fake.url}
     rule_band: { start: 10, end: 99 }
     queue: { concurrency: 1, interval_cap: 100, interval: 1s }
+    lease_settle: 50ms
 daemon:
   interval: 1s
   listen: 127.0.0.1:0

@@ -50,6 +50,7 @@ describe.skipIf(!lapiAvailable())('lambda handler (bundled artifact)', () => {
           endpoint: fake.url,
           rule_band: { start: 10, end: 99 },
           queue: { concurrency: 1, interval_cap: 100, interval: '1s' },
+          lease_settle: '50ms',
         },
       ],
     });

@@ -58,6 +58,15 @@ for (const adapter of adapters) {
         .filter((o) => o.invalid.length > 0 || !o.converged || o.foreignTouched > 0 || o.whitelistCovered > 0)
         .map((o) => ({ seed: o.seed, invalid: o.invalid, duplicates: o.duplicates, passesAfter: o.passesAfter, why: o.why, errors: [...new Set(o.errors)].slice(0, 4) }));
       expect(bad).toEqual([]);
+      if (adapter.kind === 'aws-nacl') {
+        // The apply lease: of two overlapping runs exactly one writes; the other stops with a retryable
+        // lease error before any entry write, and the passes after the overlap run without errors.
+        expect(outcomes.map((o) => o.runsRefused)).toEqual(outcomes.map(() => 1));
+        for (const o of outcomes) {
+          expect(o.errors).toHaveLength(1);
+          expect(o.errors[0]).toMatch(/another run (is applying|took the lease)/);
+        }
+      }
     });
   });
 }

@@ -47,6 +47,12 @@ export interface NaclClient {
   putTags(tags: readonly NaclTag[]): Promise<void>;
   /** DeleteTags on the NACL, by key. */
   deleteTags(keys: readonly string[]): Promise<void>;
+  /**
+   * DeleteTags of one tag given with its value: EC2 deletes it only if its
+   * value still matches (EC2 API reference, DeleteTags), so a lease taken
+   * over by another run is left alone.
+   */
+  deleteTagIf(key: string, value: string): Promise<void>;
   close(): void;
 }
 
@@ -225,6 +231,13 @@ export async function createNaclClient(opts: NaclClientOptions): Promise<NaclCli
         await ec2.send(new sdk.DeleteTagsCommand({ Resources: [id], Tags: keys.map((k) => ({ Key: k })) }));
       } catch (err) {
         throw classifyEc2Error(err, `DeleteTags ${id} (${keys.length} tags)`);
+      }
+    },
+    async deleteTagIf(key, value) {
+      try {
+        await ec2.send(new sdk.DeleteTagsCommand({ Resources: [id], Tags: [{ Key: key, Value: value }] }));
+      } catch (err) {
+        throw classifyEc2Error(err, `DeleteTags ${id} (${key} if unchanged)`);
       }
     },
     close() {

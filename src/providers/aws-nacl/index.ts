@@ -60,12 +60,40 @@
  * exactly ours, the first attempt landed; otherwise the claim is withdrawn
  * and the target fails with a conflict.
  *
- * One writer per NACL and owner. CreateTags is last-writer-wins and EC2 has
- * no conditional write, so two overlapping runs could overwrite each
- * other's claims. Schedule one run at a time (CronJob `concurrencyPolicy:
- * Forbid`, Lambda reserved concurrency 1). If runs overlap anyway, a lost
- * claim makes its entry a conflict: the target stops writing and names the
- * rule numbers (it fails safe).
+ * One writer per NACL and owner: the apply lease. CreateTags is
+ * last-writer-wins and EC2 has no conditional write, so two overlapping
+ * runs (a CronJob overlap, two Lambda invocations) would overwrite each
+ * other's claim tags: a claim lost that way leaves an entry in the band that
+ * no claim records, a conflict that stops the target until an operator
+ * steps in. So an apply that has changes first takes a lease in the NACL's
+ * tags, `cloud-bouncer:<owner>:lease` = `<run id>@<unix seconds expiry>`
+ * (plan and read never write it):
+ *   1. fresh read; a lease of another run that has not expired fails this
+ *      apply with a RetryableError (`lease_held`) before any write;
+ *   2. CreateTags writes our lease (expiry now + `lease_ttl`);
+ *   3. wait `lease_settle` (default 2 s): EC2 is eventually consistent
+ *      (Amazon EC2 API reference, "Eventual consistency"), and a rival
+ *      CreateTags of the same key may still land; the last one wins;
+ *   4. read again: if the lease is not ours, fail with a RetryableError
+ *      (`lease_lost`): our lease write was overwritten and nothing else was
+ *      written. Otherwise this read is the state the apply checks ownership
+ *      against and writes from (steps 1-4 of the write order above);
+ *   5. release: DeleteTags of the key given with our value, which EC2
+ *      applies only if the value still matches (EC2 API reference,
+ *      DeleteTags), after success, failure and abort alike.
+ * Of two runs that write their lease within `lease_settle` of each other,
+ * only the last writer reads it back; a run that reads after the other's
+ * lease landed stops at step 1. A run that dies holding the lease blocks
+ * the next runs for at most `lease_ttl` (default 2 min); an apply renews its
+ * lease before a change once half the TTL has passed, and stops starting
+ * writes if the renewal fails. A lease left by an earlier apply of the same
+ * process (its release failed) is taken over at once. Residual risk: a run
+ * whose lease write reaches EC2 more than `lease_settle` after its first
+ * read could still overlap another run; keep `concurrencyPolicy: Forbid`
+ * (CronJob) or reserved concurrency 1 (Lambda) as the first line. If runs
+ * overlap anyway, a lost claim makes its entry a conflict: the target stops
+ * writing and names the rule numbers (it fails safe). The lease tag counts
+ * toward the 50 tags: read() keeps room for it when it is absent.
  *
  * Rate limits. EC2 throttles per account and region with token buckets:
  * mutating calls burst 50, refill 5 per second; CreateTags has its own
@@ -124,10 +152,19 @@ export const awsNaclConfigSchema = z
     request_timeout: duration()
       .refine((ms) => ms >= 1_000 && ms <= 120_000, { message: 'expected a duration between 1s and 2m' })
       .default(10_000),
+    /** Wait between writing the apply lease and reading it back (EC2 tag writes are eventually consistent). */
+    lease_settle: duration()
+      .refine((ms) => ms <= 60_000, { message: 'expected a duration of at most 1m' })
+      .default(2_000),
+    /** How long an apply lease holds when its run dies without releasing it. */
+    lease_ttl: duration()
+      .refine((ms) => ms >= 10 && ms <= 3_600_000, { message: 'expected a duration between 10ms and 1h' })
+      .default(120_000),
     queue: queueSchema.optional(),
     retry: retrySchema.optional(),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.lease_ttl > c.lease_settle, { message: 'expected lease_ttl longer than lease_settle', path: ['lease_ttl'] });
 
 export type AwsNaclConfig = z.infer<typeof awsNaclConfigSchema>;
 
@@ -149,6 +186,8 @@ export const provider: ProviderModule<AwsNaclConfig> = {
         endpoint: config.endpoint,
         sdkMaxAttempts: config.sdk_max_attempts,
         requestTimeoutMs: config.request_timeout,
+        leaseSettleMs: config.lease_settle,
+        leaseTtlMs: config.lease_ttl,
         queue: {
           concurrency: config.queue?.concurrency ?? DEFAULT_QUEUE.concurrency,
           intervalCap: config.queue?.interval_cap ?? DEFAULT_QUEUE.intervalCap,

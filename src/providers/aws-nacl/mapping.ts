@@ -11,6 +11,10 @@
  *
  *   cloud-bouncer:default:ingress:12 = "12=192.0.2.7/32@1795420800 14=2001:db8::1/128@1795424400"
  *
+ * One more tag per owner holds the apply lease (see `index.ts`):
+ *
+ *   cloud-bouncer:<owner>:lease = <run id>@<expiry, unix seconds>
+ *
  * Why fixed groups of four: a record can live in exactly one tag, so a write
  * never moves a record between tags, two tags never disagree about a rule,
  * and a tag is only ever deleted once every rule it claimed is gone. Four
@@ -98,6 +102,33 @@ export function formatRecord(rule: number, claim: Claim): string {
   return `${rule}=${claim.cidr}@${Math.ceil(claim.expiresAt / 1000)}`;
 }
 
+/** The apply lease of one owner, as read from the tags. */
+export interface Lease {
+  /** The tag value as read, for the conditional release (DeleteTags with key and value). */
+  value: string;
+  /** The run that holds it; empty when the value is unreadable. */
+  runId: string;
+  /** ms; 0 when the value is unreadable (an unreadable lease counts as expired). */
+  expiresAt: number;
+}
+
+export function leaseKey(owner: string): string {
+  return `${KEY_PREFIX}${owner}:lease`;
+}
+
+/** Run ids are ours: letters, digits, `.` and `-`; the expiry is rounded up to the second. */
+export function formatLease(runId: string, expiresAt: number): string {
+  return `${runId}@${Math.ceil(expiresAt / 1000)}`;
+}
+
+const LEASE_KEY_RE = /^cloud-bouncer:([a-z0-9][a-z0-9-]{0,29}):lease$/;
+const LEASE_VALUE_RE = /^([A-Za-z0-9.-]{1,64})@(\d{1,11})$/;
+
+export function parseLease(value: string): Lease {
+  const m = LEASE_VALUE_RE.exec(value);
+  return m ? { value, runId: m[1]!, expiresAt: Number(m[2]) * 1000 } : { value, runId: '', expiresAt: 0 };
+}
+
 const KEY_RE = /^cloud-bouncer:([a-z0-9][a-z0-9-]{0,29}):(ingress|egress):(\d{1,5})$/;
 const RECORD_RE = /^(\d{1,5})=([0-9A-Fa-f.:]{2,39}\/\d{1,3})@(\d{1,11})$/;
 
@@ -112,6 +143,8 @@ export interface ParsedTags {
   foreignTags: number;
   /** Tags or records we could not read. Their rules count as unclaimed, which fails safe (a conflict). */
   problems: string[];
+  /** Our owner's apply lease, when the tag exists. */
+  lease?: Lease | undefined;
 }
 
 /** Reads the claim tags of `owner` (and notes other owners' claims) from a NACL's tags. */
@@ -120,6 +153,16 @@ export function parseTags(tags: readonly NaclTag[], owner: string): ParsedTags {
   for (const { key, value } of tags) {
     if (!key.startsWith(KEY_PREFIX)) {
       out.foreignTags++;
+      continue;
+    }
+    const lm = LEASE_KEY_RE.exec(key);
+    if (lm) {
+      if (lm[1] !== owner) {
+        out.foreignTags++;
+        continue;
+      }
+      out.lease = parseLease(value);
+      if (!out.lease.runId) out.problems.push(`lease tag ${key} holds ${JSON.stringify(value.slice(0, 80))}, not <run id>@<unix seconds>; it counts as expired`);
       continue;
     }
     const m = KEY_RE.exec(key);
@@ -258,8 +301,9 @@ export function toState(args: ToStateArgs): NaclState {
     }
   }
 
-  // Room for new claim tags: a new group of four rule numbers costs one tag.
-  const tagRoom = Math.max(0, MAX_TAGS - snapshot.tags.length);
+  // Room for new claim tags: a new group of four rule numbers costs one tag. An apply also writes
+  // the lease tag (one per owner) before its claims, so its room is kept when the lease is absent.
+  const tagRoom = Math.max(0, MAX_TAGS - snapshot.tags.length - (tags.lease ? 0 : 1));
   let roomLeft = tagRoom;
   const managed = DIRECTIONS.filter((d) => args.directions.includes(d));
 
@@ -345,7 +389,7 @@ export function toState(args: ToStateArgs): NaclState {
     }
     roomLeft -= opened;
     if (budgetCut > 0) {
-      warnings.push(`the NACL has ${snapshot.tags.length} of ${MAX_TAGS} tags (${tags.foreignTags} not ours): ${budgetCut} free ${dir} rule numbers cannot be claimed; remove unused tags to make room`);
+      warnings.push(`the NACL has ${snapshot.tags.length} of ${MAX_TAGS} tags (${tags.foreignTags} not ours${tags.lease ? '' : ', one kept for the apply lease'}): ${budgetCut} free ${dir} rule numbers cannot be claimed; remove unused tags to make room`);
     }
 
     const q = args.entriesPerFamily;

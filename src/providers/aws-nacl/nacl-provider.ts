@@ -2,14 +2,15 @@
  * The aws-nacl provider: read a NACL's entries and claim tags, and apply
  * planned changes in the crash-safe order documented in `index.ts`.
  */
+import { randomBytes } from 'node:crypto';
 import { FatalError, OwnershipConflictError, RetryableError } from '../../core/errors.js';
-import { applyPhased, createQueue, withRetry } from '../../core/queue.js';
+import { applyPhased, createQueue, realSleep, withRetry } from '../../core/queue.js';
 import { tryParseCidr } from '../../core/cidr.js';
 import { countCall, emptyStats, staleChanges } from '../provider.js';
 import { ClaimWriter } from './claim-writer.js';
 import { createNaclClient } from './client.js';
-import { RULE_NUMBER_MAX, RULE_NUMBER_MIN, describeEntry, directionOf, toState } from './mapping.js';
-import type { QueueOptions, RetryOptions, Sleep } from '../../core/queue.js';
+import { RULE_NUMBER_MAX, RULE_NUMBER_MIN, describeEntry, directionOf, formatLease, leaseKey, parseLease, toState } from './mapping.js';
+import type { ChangeOutcome, QueueOptions, RetryOptions, Sleep } from '../../core/queue.js';
 import type { Change, TargetState } from '../../core/types.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext } from '../provider.js';
 import type { EntrySpec, NaclClient } from './client.js';
@@ -26,6 +27,10 @@ export interface AwsNaclOptions {
   requestTimeoutMs: number;
   queue: QueueOptions;
   retry: RetryOptions;
+  /** Wait between writing the lease and reading it back. */
+  leaseSettleMs: number;
+  /** How long a lease holds if its run never releases it. */
+  leaseTtlMs: number;
 }
 
 /** What the changes of one apply share. */
@@ -35,8 +40,29 @@ interface RunContext {
   /** Our claims as read before this apply wrote anything. */
   original: Claims;
   signal?: AbortSignal | undefined;
+  /** Renews the apply lease when half its TTL has passed (aborts `signal` when that fails). */
+  renew: () => Promise<boolean>;
   /** Set when the claims of this apply could not be written: no entry may be created or replaced. */
   claimError: unknown;
+}
+
+/** The lease this apply wrote. */
+interface HeldLease {
+  key: string;
+  runId: string;
+  /** Values of ours the tag may hold (two while a renewal is in flight). */
+  values: string[];
+  /** Wall-clock ms after which the next change renews the lease first. */
+  renewAt: number;
+  /** The renewal in flight, shared by the changes that start meanwhile. */
+  renewing?: Promise<boolean> | undefined;
+  /** Another run's lease replaced ours: nothing of ours to release. */
+  lost: boolean;
+  released?: boolean | undefined;
+  /** The state read under the lease; undefined when the lease write failed or the apply was aborted while the lease settled. */
+  fresh: NaclState | undefined;
+  /** Why the lease could not be written: every change fails with it. */
+  writeError?: unknown;
 }
 
 export interface AwsNaclDeps {
@@ -44,6 +70,10 @@ export interface AwsNaclDeps {
   client?: NaclClient | undefined;
   sleep?: Sleep | undefined;
   random?: (() => number) | undefined;
+  /** Wall clock of the lease (default `Date.now`). */
+  clock?: (() => number) | undefined;
+  /** Prefix of this instance's run ids (default random). */
+  instanceId?: string | undefined;
 }
 
 export class AwsNaclProvider implements Provider {
@@ -51,6 +81,9 @@ export class AwsNaclProvider implements Provider {
   readonly target: string;
   private readonly calls: CallStats = emptyStats();
   private client: Promise<NaclClient> | undefined;
+  /** Run ids are `<instance>.<n>`: this instance's n-th apply. */
+  private readonly instanceId: string;
+  private applies = 0;
 
   constructor(
     private readonly opts: AwsNaclOptions,
@@ -59,6 +92,7 @@ export class AwsNaclProvider implements Provider {
   ) {
     this.target = ctx.target;
     if (deps.client) this.client = Promise.resolve(deps.client);
+    this.instanceId = deps.instanceId ?? randomBytes(6).toString('hex');
   }
 
   stats(): CallStats {
@@ -125,12 +159,13 @@ export class AwsNaclProvider implements Provider {
     if (tryParseCidr(cidrs[0]!)?.family !== c.family) throw bad(`${cidrs[0]} is not an IPv${c.family} CIDR`);
   }
 
-  async apply(changes: readonly Change[], ctx: ApplyContext): Promise<ApplyResult> {
-    const before = this.calls.total;
-    for (const c of changes) this.checkChange(c);
-    const client = await this.api();
-    // Ownership is checked again just before writing, against a fresh read.
-    const fresh = this.state(await this.snapshot(ctx.signal));
+  /** The wall clock: a lease compares times written by different processes, so it never uses the plan clock. */
+  private wallNow(): number {
+    return (this.deps.clock ?? Date.now)();
+  }
+
+  /** Refuses, before any write, a plan that no longer matches the NACL. */
+  private checkFresh(changes: readonly Change[], fresh: NaclState): void {
     if (fresh.conflicts.length > 0) {
       throw new OwnershipConflictError(this.target, fresh.conflicts.map((c) => c.slot), fresh.conflicts.map((c) => c.message).join('; '));
     }
@@ -138,20 +173,153 @@ export class AwsNaclProvider implements Provider {
     if (stale.length > 0) {
       throw new OwnershipConflictError(this.target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
     }
+  }
+
+  /**
+   * Takes the apply lease (protocol in `index.ts`). Resolves with the state
+   * read under the lease, or without one when the apply was aborted while
+   * the lease settled; throws `lease_held` or `lease_lost` with nothing
+   * written but (for `lease_lost`) our overwritten lease tag.
+   */
+  private async takeLease(client: NaclClient, first: NaclState, signal?: AbortSignal): Promise<HeldLease> {
+    const key = leaseKey(this.ctx.owner);
+    const held = first.tags.lease;
+    const now = this.wallNow();
+    // A lease left by an earlier apply of this same provider instance is stale: applies on one target do not overlap in a process.
+    if (held && held.expiresAt > now && !held.runId.startsWith(`${this.instanceId}.`)) {
+      throw new RetryableError(
+        `target ${this.target}: another run is applying (run ${held.runId} holds the lease until ${new Date(held.expiresAt).toISOString()}); the next pass retries`,
+        { code: 'lease_held' },
+      );
+    }
+    if (held) this.ctx.log.warn({ target: this.target, holder: held.runId, expiresAt: held.expiresAt }, 'taking over an expired or stale apply lease');
+    const runId = `${this.instanceId}.${++this.applies}`;
+    const lease: HeldLease = {
+      key,
+      runId,
+      values: [formatLease(runId, now + this.opts.leaseTtlMs)],
+      renewAt: now + this.opts.leaseTtlMs / 2,
+      lost: false,
+      fresh: undefined,
+    };
+    try {
+      try {
+        await this.retry('CreateTags', () => client.putTags([{ key, value: lease.values[0]! }]), signal);
+      } catch (err) {
+        // Like a failed claim write: every change of this apply fails with the call's error, and
+        // the lease it may have left is released (bounded retries; otherwise it expires).
+        lease.writeError = err;
+        await this.releaseLease(client, lease);
+        return lease;
+      }
+      // EC2 tag writes are eventually consistent (Amazon EC2 API reference, "Eventual consistency"):
+      // a concurrent CreateTags of the same key may land after ours. Waiting lets the last write win
+      // before we look, so of two runs that both wrote, at most one reads its own lease back.
+      await (this.deps.sleep ?? realSleep)(this.opts.leaseSettleMs, signal);
+      if (signal?.aborted) return lease;
+      const fresh = this.state(await this.snapshot(signal));
+      if (fresh.tags.lease?.value !== lease.values[0]) {
+        lease.lost = true;
+        const other = fresh.tags.lease;
+        throw new RetryableError(
+          `target ${this.target}: another run took the lease while this run was taking it (${other ? `run ${other.runId}, until ${new Date(other.expiresAt).toISOString()}` : 'it is gone'}); no entry was written; the next pass retries`,
+          { code: 'lease_lost' },
+        );
+      }
+      lease.fresh = fresh;
+      return lease;
+    } catch (err) {
+      await this.releaseLease(client, lease);
+      throw err;
+    }
+  }
+
+  /**
+   * Renews the lease once half its TTL has passed, so a long apply keeps it.
+   * Returns false when the renewal failed: the caller stops starting writes.
+   */
+  private async renewLease(client: NaclClient, lease: HeldLease, signal?: AbortSignal): Promise<boolean> {
+    const now = this.wallNow();
+    if (now < lease.renewAt) return true;
+    const value = formatLease(lease.runId, now + this.opts.leaseTtlMs);
+    // The previous value stays listed until the write is known to have landed: release deletes either.
+    lease.values.push(value);
+    try {
+      await this.retry('CreateTags', () => client.putTags([{ key: lease.key, value }]), signal);
+      lease.values = [value];
+      lease.renewAt = now + this.opts.leaseTtlMs / 2;
+      return true;
+    } catch (err) {
+      this.ctx.log.warn({ target: this.target, err }, 'could not renew the apply lease; no further writes start in this pass');
+      return false;
+    }
+  }
+
+  /** Deletes our lease tag, only if it still holds our value: always, after success, failure or abort. */
+  private async releaseLease(client: NaclClient, lease: HeldLease): Promise<void> {
+    if (lease.lost || lease.released) return;
+    lease.released = true;
+    for (const value of lease.values) {
+      try {
+        // No abort signal: the release runs after an abort too, with its bounded retries.
+        await this.retry('DeleteTags', () => client.deleteTagIf(lease.key, value));
+      } catch (err) {
+        this.ctx.log.warn({ target: this.target, err, expiresAt: parseLease(value).expiresAt }, 'could not release the apply lease; it expires by itself');
+      }
+    }
+  }
+
+  async apply(changes: readonly Change[], ctx: ApplyContext): Promise<ApplyResult> {
+    const before = this.calls.total;
+    for (const c of changes) this.checkChange(c);
+    const client = await this.api();
+    // Ownership is checked against a fresh read before the lease is written, and again under it.
+    const first = this.state(await this.snapshot(ctx.signal));
+    this.checkFresh(changes, first);
+    if (changes.length === 0) return { outcomes: [], calls: this.calls.total - before };
+    // Stopped before the first write: not even the lease is written.
+    if (ctx.signal?.aborted) return { outcomes: changes.map((change) => ({ change, status: 'skipped', skipReason: 'aborted' })), calls: this.calls.total - before };
+    const lease = await this.takeLease(client, first, ctx.signal);
+    let outcomes: ChangeOutcome[];
+    try {
+      if (lease.writeError !== undefined) {
+        outcomes = changes.map((change) => ({ change, status: 'failed', error: lease.writeError }));
+      } else if (!lease.fresh) {
+        outcomes = changes.map((change) => ({ change, status: 'skipped', skipReason: 'aborted' }));
+      } else {
+        this.checkFresh(changes, lease.fresh);
+        outcomes = await this.applyUnderLease(changes, ctx, client, lease.fresh, lease);
+      }
+    } finally {
+      await this.releaseLease(client, lease);
+    }
+    this.ctx.log.debug({ target: this.target, changes: changes.length, calls: this.calls.total - before }, 'aws-nacl apply done');
+    return { outcomes, calls: this.calls.total - before };
+  }
+
+  private async applyUnderLease(changes: readonly Change[], ctx: ApplyContext, client: NaclClient, fresh: NaclState, lease: HeldLease): Promise<ChangeOutcome[]> {
+    // A failed lease renewal stops new writes the way an abort does.
+    const leaseLost = new AbortController();
+    const signal = ctx.signal ? AbortSignal.any([ctx.signal, leaseLost.signal]) : leaseLost.signal;
+    const renew = async () => {
+      lease.renewing ??= this.renewLease(client, lease, signal).finally(() => (lease.renewing = undefined));
+      const ok = await lease.renewing;
+      if (!ok) leaseLost.abort();
+      return ok;
+    };
     const withEntry = new Set(fresh.rules.filter((r) => r.cidrs.length > 0).map((r) => `${r.pool}/${r.slot}`));
     const original: Claims = { ingress: new Map(fresh.tags.claims.ingress), egress: new Map(fresh.tags.claims.egress) };
     const writer = new ClaimWriter(this.ctx.owner, fresh.tags.claims, fresh.tags.ownKeys, {
-      putTags: (tags) => this.retry('CreateTags', () => client.putTags(tags), ctx.signal),
-      deleteTags: (keys) => this.retry('DeleteTags', () => client.deleteTags(keys), ctx.signal),
+      putTags: (tags) => this.retry('CreateTags', () => client.putTags(tags), signal),
+      deleteTags: (keys) => this.retry('DeleteTags', () => client.deleteTags(keys), signal),
     });
-
     // Claim up front, in one CreateTags, every rule number this apply may write: the changes the
     // write budget lets through, in the order applyPhased takes them. Claiming early is safe (a
     // claim without its entry is repaired by the next pass) and saves a tag write per entry.
     const runnable = [...changes.filter((c) => c.phase === 1), ...changes.filter((c) => c.phase === 2)].slice(0, Math.max(0, ctx.budget.remaining));
     const claimed = runnable.filter((c) => c.kind !== 'delete');
-    const run: RunContext = { client, writer, original, signal: ctx.signal, claimError: undefined };
-    if (claimed.length > 0 && !ctx.signal?.aborted) {
+    const run: RunContext = { client, writer, original, signal, renew, claimError: undefined };
+    if (claimed.length > 0 && !signal.aborted) {
       for (const c of claimed) writer.set(c.pool as Direction, Number(c.slot), { cidr: c.after!.cidrs[0]!, expiresAt: c.after!.expiresAt });
       try {
         await writer.commit();
@@ -167,7 +335,7 @@ export class AwsNaclProvider implements Provider {
     const outcomes = await applyPhased(changes, (c) => this.writeChange(c, run, withEntry.has(`${c.pool}/${c.slot}`)), {
       queue,
       budget: ctx.budget,
-      signal: ctx.signal,
+      signal,
     });
     // Claims of changes that did not run are withdrawn; claims of deleted entries are dropped.
     for (const o of outcomes) {
@@ -187,8 +355,8 @@ export class AwsNaclProvider implements Provider {
       }
       if (writer.cleanupError) this.ctx.log.warn({ target: this.target, err: writer.cleanupError }, 'could not delete empty claim tags; the next pass deletes them');
     }
-    this.ctx.log.debug({ target: this.target, changes: changes.length, tagFlushes: writer.flushes, calls: this.calls.total - before }, 'aws-nacl apply done');
-    return { outcomes, calls: this.calls.total - before };
+    this.ctx.log.debug({ target: this.target, tagFlushes: writer.flushes }, 'aws-nacl claims written');
+    return outcomes;
   }
 
   /**
@@ -198,6 +366,7 @@ export class AwsNaclProvider implements Provider {
    */
   private async writeChange(c: Change, run: RunContext, hasEntry: boolean): Promise<void> {
     const { client, writer, original, signal } = run;
+    if (!(await run.renew())) throw new RetryableError(`target ${this.target}: the apply lease could not be renewed; the next pass retries`, { code: 'lease_lost' });
     const dir = c.pool as Direction;
     const rule = Number(c.slot);
     const egress = dir === 'egress';

@@ -105,8 +105,8 @@ describe('providers/aws-nacl: applying bans', () => {
   });
 
   it('offers only the rule numbers it can claim when the NACL has few tags left, so TagLimitExceeded never comes back', async () => {
-    const tags = Object.fromEntries(Array.from({ length: 47 }, (_, i) => [`team-${i}`, 'x']));
-    const h = await harness({ fake, acl: { ...TYPICAL_ACL, tags } }); // 47 tags: room for 3 claim tags of 4 rule numbers
+    const tags = Object.fromEntries(Array.from({ length: 46 }, (_, i) => [`team-${i}`, 'x']));
+    const h = await harness({ fake, acl: { ...TYPICAL_ACL, tags } }); // 46 tags: room for the apply lease and 3 claim tags of 4 rule numbers
     const bans = Array.from({ length: 15 }, (_, i) => ban(`203.0.113.${i + 1}`));
 
     const { plan } = await providerPass(h.provider, bans);
@@ -114,8 +114,9 @@ describe('providers/aws-nacl: applying bans', () => {
     // Rule numbers 10-11 (group 8), 12-15 and 16-19: ten entries.
     expect(bandEntries(fake, h.aclId).map((e) => e.ruleNumber)).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
     expect(plan.unenforced).toHaveLength(5);
-    expect(plan.warnings.join('\n')).toMatch(/47 of 50 tags \(47 not ours\)/);
-    expect(Object.keys(fake.tags(h.aclId))).toHaveLength(50);
+    expect(plan.warnings.join('\n')).toMatch(/46 of 50 tags \(46 not ours, one kept for the apply lease\)/);
+    // 50 during the apply; the lease is released at its end.
+    expect(Object.keys(fake.tags(h.aclId))).toHaveLength(49);
     expect(fake.errors.TagLimitExceeded).toBeUndefined();
     expect(ownershipProblems(fake, h.aclId)).toEqual([]);
   });
@@ -339,12 +340,14 @@ describe('providers/aws-nacl: errors and config', () => {
   it('validates the target config with messages that name what was expected', () => {
     const base = { region: 'eu-west-1', network_acl_id: 'acl-0123456789abcdef0' };
     const defaults = awsNaclConfigSchema.parse(base);
-    expect(defaults).toMatchObject({ direction: 'ingress', rule_band: { start: 10, end: 99 }, entries_per_family: 20, sdk_max_attempts: 3, request_timeout: 10_000 });
+    expect(defaults).toMatchObject({ direction: 'ingress', rule_band: { start: 10, end: 99 }, entries_per_family: 20, sdk_max_attempts: 3, request_timeout: 10_000, lease_settle: 2_000, lease_ttl: 120_000 });
     const issue = (over: Record<string, unknown>) => awsNaclConfigSchema.safeParse({ ...base, ...over }).error?.issues[0];
     expect(issue({ rule_band: { start: 120, end: 100 } })?.message).toBe('expected start <= end');
     expect(issue({ rule_band: { start: 1, end: 32767 } })?.message).toMatch(/<= 32766/);
     expect(issue({ entries_per_family: 41 })?.message).toMatch(/at most 40/);
     expect(issue({ network_acl_id: 'sg-123' })?.message).toMatch(/network ACL id/);
     expect(issue({ access_key_id: 'AKIA…' })?.code).toBe('unrecognized_keys');
+    expect(issue({ lease_settle: '5s', lease_ttl: '5s' })).toMatchObject({ path: ['lease_ttl'], message: 'expected lease_ttl longer than lease_settle' });
+    expect(issue({ lease_settle: '2m' })?.message).toMatch(/at most 1m/);
   });
 });

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeEc2, type FakeEc2 } from '../../fakes/ec2/server.js';
 import { HOUR, NOW, ban } from '../../helpers/bans.js';
 import { providerPass } from '../../helpers/pass.js';
-import { TYPICAL_ACL, bandEntries, cidrOf, harness, ownershipProblems, useEnvCredentials } from './harness.js';
+import { LEASE_KEY, TYPICAL_ACL, bandEntries, cidrOf, expireLease, harness, ownershipProblems, useEnvCredentials } from './harness.js';
 import type { Ban } from '../../../src/core/types.js';
 
 let fake: FakeEc2;
@@ -77,6 +77,8 @@ describe('providers/aws-nacl crash safety', () => {
         }
         const writes = fake.mutatingCalls - writesBefore;
         fake.setFaults({});
+        // The crashed run could not release its lease; the next scheduled run comes after it expired.
+        expireLease(fake, h.aclId);
         const completed = k >= writes && (await providerPass(await h.fresh(), sc.desired, { apply: false })).plan.changes.length === 0;
         if (completed) total = k; // this k let the whole pass through: the last one to try
 
@@ -98,7 +100,10 @@ describe('providers/aws-nacl crash safety', () => {
         expect(bandEntries(fake, h.aclId).map(cidrOf).sort(), `k=${k}`).toEqual(sc.desired.map((b) => b.cidr).sort());
         expect(ownershipProblems(fake, h.aclId), `k=${k}`).toEqual([]);
         expect(fake.entries(h.aclId).filter((e) => e.ruleNumber >= 100), `k=${k}`).toEqual(foreign);
-        const ours = Object.keys(fake.tags(h.aclId)).filter((t) => t !== 'Name');
+        // A lease the crashed run left stays until an apply with changes replaces it; it has expired and blocks nobody.
+        const lease = fake.tags(h.aclId)[LEASE_KEY];
+        if (lease !== undefined) expect(lease, `k=${k}`).toMatch(/@1$/);
+        const ours = Object.keys(fake.tags(h.aclId)).filter((t) => t !== 'Name' && t !== LEASE_KEY);
         expect(new Set(ours), `k=${k}`).toEqual(new Set(bandEntries(fake, h.aclId).map((e) => `cloud-bouncer:test:ingress:${Math.floor(e.ruleNumber / 4) * 4}`)));
         expect(fake.tags(h.aclId).Name).toBe('pbx-subnets');
         report.push(`k=${k}: ${afterCrash.length} repairs, ${passes} passes`);

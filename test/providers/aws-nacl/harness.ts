@@ -62,6 +62,9 @@ export async function harness(opts: { acl?: SeedAcl; quota?: number; config?: Re
     // Tests do not wait on the production rate limit; the default queue is asserted separately.
     queue: { concurrency: 4, interval_cap: 1000, interval: '1s' },
     retry: { attempts: 4, base_delay: '5ms', max_delay: '40ms' },
+    // The lease's read-back wait is 2 s in production; tests need only the order of events.
+    lease_settle: '50ms',
+    lease_ttl: '30s',
     ...opts.config,
   };
   const fresh = async (over: Record<string, unknown> = {}, now?: number) =>
@@ -126,4 +129,18 @@ export function ownershipProblems(fake: FakeEc2, aclId: string, egress = false):
   if (new Set(claims.map((c) => c.rule)).size !== claims.length) problems.push('a rule is claimed twice');
   for (const [k, v] of Object.entries(tags)) if (k.startsWith('cloud-bouncer:') && v.trim() === '') problems.push(`empty claim tag ${k}`);
   return problems;
+}
+
+export const LEASE_KEY = `cloud-bouncer:${OWNER}:lease`;
+
+/**
+ * Time passes between scheduled runs: a lease that a crashed run left behind
+ * has expired by the next one (`lease_ttl` bounds it). Moves the expiry of a
+ * leftover lease into the past instead of waiting; true when there was one.
+ */
+export function expireLease(fake: FakeEc2, aclId: string): boolean {
+  const value = fake.tags(aclId)[LEASE_KEY];
+  if (value === undefined) return false;
+  fake.setTag(aclId, LEASE_KEY, value.replace(/@\d+$/, '@1'));
+  return true;
 }

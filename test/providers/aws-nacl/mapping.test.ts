@@ -195,10 +195,28 @@ describe('providers/aws-nacl/mapping: toState', () => {
   it('offers fewer free slots when the NACL has little tag room left, and says why', () => {
     const tags = Object.fromEntries(Array.from({ length: 47 }, (_, i) => [`team-${i}`, 'x']));
     tags['cloud-bouncer:test:ingress:8'] = `10=192.0.2.7/32@${sec(NOW)}`;
-    const s = state(snapshot([entry(10, '192.0.2.7/32')], tags)); // 48 tags: room for two more groups of four
-    expect(s.pools[0]!.freeSlots).toEqual(['11', '12', '13', '14', '15', '16', '17', '18', '19']);
-    expect(s.pools[0]!.maxRules).toBe(10);
-    expect(s.warnings.join('\n')).toMatch(/48 of 50 tags \(47 not ours\)/);
+    const s = state(snapshot([entry(10, '192.0.2.7/32')], tags)); // 48 tags: room for the apply lease and one more group of four
+    expect(s.pools[0]!.freeSlots).toEqual(['11', '12', '13', '14', '15']);
+    expect(s.pools[0]!.maxRules).toBe(6);
+    expect(s.warnings.join('\n')).toMatch(/48 of 50 tags \(47 not ours, one kept for the apply lease\)/);
+  });
+
+  it('counts a lease tag as already in place, and reads it apart from the claims', () => {
+    const tags = Object.fromEntries(Array.from({ length: 47 }, (_, i) => [`team-${i}`, 'x']));
+    tags['cloud-bouncer:test:ingress:8'] = `10=192.0.2.7/32@${sec(NOW)}`;
+    tags['cloud-bouncer:test:lease'] = `run-a.1@${sec(NOW + 60_000)}`;
+    tags['cloud-bouncer:other:lease'] = `run-b.1@${sec(NOW + 60_000)}`;
+    const s = state(snapshot([entry(10, '192.0.2.7/32')], tags)); // 50 tags, our lease among them: room for nothing more
+    expect(s.tags.lease).toEqual({ value: `run-a.1@${sec(NOW + 60_000)}`, runId: 'run-a.1', expiresAt: sec(NOW + 60_000) * 1000 });
+    expect(s.tags.problems).toEqual([]);
+    expect(s.conflicts).toEqual([]);
+    expect(s.pools[0]!.freeSlots).toEqual(['11']);
+  });
+
+  it('reads an unreadable lease of its owner as expired and says so', () => {
+    const s = state(snapshot([], { 'cloud-bouncer:test:lease': 'garbage' }));
+    expect(s.tags.lease).toMatchObject({ runId: '', expiresAt: 0 });
+    expect(s.warnings.join('\n')).toMatch(/lease tag cloud-bouncer:test:lease holds "garbage".*counts as expired/);
   });
 
   it('warns about claims in a direction this target no longer manages', () => {

@@ -6,7 +6,7 @@ import { awsNaclConfigSchema, provider as awsNacl } from '../../../src/providers
 import { startFakeEc2, type FakeEc2 } from '../../fakes/ec2/server.js';
 import { DEFAULT_RULE } from '../../fakes/ec2/state.js';
 import { NOW } from '../../helpers/bans.js';
-import { OWNER, TYPICAL_ACL, bandEntries, cidrOf, ownershipProblems, useEnvCredentials } from '../../providers/aws-nacl/harness.js';
+import { OWNER, TYPICAL_ACL, bandEntries, cidrOf, expireLease, ownershipProblems, useEnvCredentials } from '../../providers/aws-nacl/harness.js';
 import { log, type Problem, type TargetAdapter } from '../harness.js';
 
 const BAND = { start: 10, end: 99 };
@@ -57,6 +57,9 @@ export function awsNaclAdapter(): TargetAdapter {
         // Tests do not wait on the production rate limit.
         queue: { concurrency: 4, interval_cap: 1000, interval: '1s' },
         retry: { attempts: 4, base_delay: '5ms', max_delay: '40ms' },
+        // The apply lease: a short read-back wait; runs that overlap start together, so any TTL works.
+        lease_settle: '50ms',
+        lease_ttl: '30s',
       });
       return awsNacl.create(cfg, { target: 'pbx-nacl', owner: OWNER, log, now: () => NOW });
     },
@@ -66,7 +69,10 @@ export function awsNaclAdapter(): TargetAdapter {
     faultState() {
       return ec2().faults;
     },
-    async settle() {},
+    async settle() {
+      // Time passes between scheduled runs: a lease a killed run could not release has expired by the next one.
+      expireLease(ec2(), aclId);
+    },
     snapshot() {
       return { entries: ec2().entries(aclId), tags: ec2().tags(aclId) };
     },
