@@ -41,7 +41,7 @@ for (const n of sizes) {
   console.log(`| ${n.toLocaleString('en')} | ${(r.bytes / 1e6).toFixed(1)} | ${r.floorMs} | ${r.pipelineMs} (${r.phasesMs.parse} / ${r.phasesMs.desired} / ${r.phasesMs.plan}) | ${r.ratio}× | ${r.peakRssMb} (${r.rssBeforeMb}) | ${r.changes} (${r.changedCidrs} CIDRs) |`);
 }
 
-for (const extra of ['api', 'cold-start', 'latency']) {
+for (const extra of ['cidr', 'api', 'cold-start', 'latency']) {
   if (!entries.includes(`${extra}.ts`)) continue;
   const rows = run(extra, smoke ? ['--smoke'] : []);
   for (const r of rows) if (r.markdown) console.log(`\n${r.markdown}`);
