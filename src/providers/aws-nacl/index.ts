@@ -71,7 +71,9 @@
  *   1. fresh read; a lease of another run that has not expired fails this
  *      apply with a RetryableError (`lease_held`) before any write;
  *   2. CreateTags writes our lease (expiry now + `lease_ttl`);
- *   3. wait `lease_settle` (default 2 s): EC2 is eventually consistent
+ *   3. wait `lease_settle` (default 1 s; every apply that writes pays it, so
+ *      it is kept short for the daemon's decision-to-rule latency; raise it
+ *      where tag writes are slow to show): EC2 is eventually consistent
  *      (Amazon EC2 API reference, "Eventual consistency"), and a rival
  *      CreateTags of the same key may still land; the last one wins;
  *   4. read again: if the lease is not ours, fail with a RetryableError
@@ -155,7 +157,7 @@ export const awsNaclConfigSchema = z
     /** Wait between writing the apply lease and reading it back (EC2 tag writes are eventually consistent). */
     lease_settle: duration()
       .refine((ms) => ms <= 60_000, { message: 'expected a duration of at most 1m' })
-      .default(2_000),
+      .default(1_000),
     /** How long an apply lease holds when its run dies without releasing it. */
     lease_ttl: duration()
       .refine((ms) => ms >= 10 && ms <= 3_600_000, { message: 'expected a duration between 10ms and 1h' })

@@ -340,7 +340,7 @@ describe('providers/aws-nacl: errors and config', () => {
   it('validates the target config with messages that name what was expected', () => {
     const base = { region: 'eu-west-1', network_acl_id: 'acl-0123456789abcdef0' };
     const defaults = awsNaclConfigSchema.parse(base);
-    expect(defaults).toMatchObject({ direction: 'ingress', rule_band: { start: 10, end: 99 }, entries_per_family: 20, sdk_max_attempts: 3, request_timeout: 10_000, lease_settle: 2_000, lease_ttl: 120_000 });
+    expect(defaults).toMatchObject({ direction: 'ingress', rule_band: { start: 10, end: 99 }, entries_per_family: 20, sdk_max_attempts: 3, request_timeout: 10_000, lease_settle: 1_000, lease_ttl: 120_000 });
     const issue = (over: Record<string, unknown>) => awsNaclConfigSchema.safeParse({ ...base, ...over }).error?.issues[0];
     expect(issue({ rule_band: { start: 120, end: 100 } })?.message).toBe('expected start <= end');
     expect(issue({ rule_band: { start: 1, end: 32767 } })?.message).toMatch(/<= 32766/);
