@@ -4,7 +4,7 @@ import { StreamFormatError, parseStreamBody } from '../../src/core/decisions.js'
 import { parseGoDuration } from '../../src/core/duration.js';
 import { NOW } from '../helpers/bans.js';
 
-const SAMPLES = new URL('../../../shared/samples/lapi/', import.meta.url);
+const SAMPLES = new URL('../fixtures/lapi/', import.meta.url);
 
 /** Body of a captured HTTP response (after the blank line). */
 function sampleBody(name: string): string {
