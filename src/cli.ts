@@ -166,7 +166,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     const mode = command === 'plan' ? 'plan' : command === 'flush' ? 'flush' : 'apply';
     if (mode === 'plan') log.info('DRY-RUN: plan only, nothing is written');
     const result = await runPass(runtime.deps, mode);
-    io.stdout(output === 'json' ? `${JSON.stringify(planToJson(result.plan), null, 2)}\n` : planToText(result.plan));
+    // The plan carries source error messages: scrub known secrets here too (stdout is not a log line).
+    io.stdout(scrub(output === 'json' ? `${JSON.stringify(planToJson(result.plan), null, 2)}\n` : planToText(result.plan)));
     if (mode !== 'plan') {
       for (const o of result.outcomes) {
         io.stderr(`${o.target}: applied ${o.applied}, failed ${o.failed}, skipped ${o.skipped}, API calls ${o.calls}\n`);

@@ -53,8 +53,9 @@ export const configSchema = z
     never_ban: z.array(cidr()).default([]),
     guards: z
       .object({
-        min_prefix_v4: z.number().int().min(0).max(32).default(16),
-        min_prefix_v6: z.number().int().min(0).max(128).default(48),
+        // Never 0: a /0 deny rule cuts off every address (DESIGN: "a 0.0.0.0/0 ban is never written").
+        min_prefix_v4: z.number().int().min(1).max(32).default(16),
+        min_prefix_v6: z.number().int().min(1).max(128).default(48),
         max_ttl: duration().default(7 * 24 * 3_600_000),
       })
       .strict()
@@ -142,10 +143,18 @@ export function toConfigError(error: z.ZodError, input: unknown, prefix = ''): C
     if (best) return toConfigError(new z.ZodError([{ ...best, path: [...issue.path, ...best.path] }]), input, prefix);
   }
   const key = keyPath(issue.path, prefix);
-  const found = valueAt(input, issue.path);
+  // A secret of the wrong type (an all-digit key is a number to YAML) is described by its type only.
+  const secret = SECRET_KEYS.has(String(issue.path.at(-1)));
+  const found = secret ? undefined : valueAt(input, issue.path);
+  if (secret && issue.code === 'invalid_type') return new ConfigError(key, `expected ${issue.expected}, got a ${typeof valueAt(input, issue.path)} (value not shown: it is a secret; quote it in YAML)`);
   if (issue.code === 'invalid_type') return new ConfigError(key, `expected ${issue.expected}, got ${describe(found)}`);
   return new ConfigError(key, `${issue.message}${found !== undefined && issue.code !== 'custom' ? `, got ${describe(found)}` : ''}`);
 }
+
+const SECRET_KEYS = new Set(['api_key', 'token', 'password']);
+
+/** List indexes in CLOUD_BOUNCER__* names; a larger one is a typo, and would build a huge sparse list. */
+const MAX_ENV_INDEX = 999;
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
@@ -179,6 +188,7 @@ export function applyEnvOverrides(base: Record<string, unknown>, env: NodeJS.Pro
     parts.forEach((part, i) => {
       const last = i === parts.length - 1;
       const idx = /^\d+$/.test(part) ? Number(part) : undefined;
+      if (idx !== undefined && idx > MAX_ENV_INDEX) throw new ConfigError(name, `list index ${idx} is too large (at most ${MAX_ENV_INDEX})`);
       const key = idx ?? part;
       if (last) {
         let v: unknown;

@@ -3,14 +3,14 @@
  * message always names what was expected and what was found.
  */
 import { z } from 'zod';
-import { parseGoDuration } from './core/duration.js';
+import { MAX_DURATION_MS, parseGoDuration } from './core/duration.js';
 import { tryParseCidr } from './core/cidr.js';
 
 /** A Go-style duration string (`90s`, `1h30m`) or a number of seconds; parsed to milliseconds. */
 export const duration = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
     if (typeof v === 'number') {
-      if (!Number.isFinite(v) || v < 0) {
+      if (!Number.isFinite(v) || v < 0 || v * 1000 > MAX_DURATION_MS) {
         ctx.addIssue({ code: 'custom', message: `expected a duration like "90s" or a number of seconds >= 0, got ${v}` });
         return z.NEVER;
       }

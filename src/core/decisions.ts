@@ -320,6 +320,11 @@ export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): 
     const d = toDecision(rawNew[i], i, 'new', opts, c);
     if (d) decisions.push(d);
   }
+  // When every item fails validation, the format changed; it is not that every ban was lifted.
+  // Refusing the snapshot makes the pass fail static instead of emptying the targets.
+  if (c.skipped > 0 && decisions.length === 0 && c.filtered === 0 && c.expired === 0) {
+    throw new StreamFormatError(`every item of "new" failed validation (${c.skipped}; ${c.skippedSamples[0] ?? ''})`);
+  }
   const deleted: Decision[] = [];
   if (opts.includeDeleted) {
     const rawDeleted = listOf(obj as Record<string, unknown>, 'deleted');

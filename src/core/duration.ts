@@ -3,8 +3,8 @@
  * `1m29.089988758s`, `0s`. Units: ns, us, µs, ms, s, m, h. Returns
  * milliseconds (fractional kept). Throws a `RangeError` naming the input.
  */
-/** Longest duration accepted (Go's time.Duration tops out near 292 years). */
-export const MAX_DURATION_MS = 292 * 365 * 24 * 3_600_000;
+/** Longest duration accepted: Go's time.Duration maximum, 2562047h47m16.854775807s (the LAPI sends up to this). */
+export const MAX_DURATION_MS = 9_223_372_036_854.775; // ms, to the precision a double keeps
 
 function bad(text: string, why = 'expected a Go duration like "3h59m58.5s"'): RangeError {
   return new RangeError(`invalid duration ${JSON.stringify(text)}: ${why}`);

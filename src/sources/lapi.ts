@@ -29,7 +29,7 @@ import { z } from 'zod';
 import { StreamFormatError, parseStreamBody, type ParseResult } from '../core/decisions.js';
 import { SourceError, errorLine } from '../core/errors.js';
 import type { Decision } from '../core/types.js';
-import { registerSecret } from '../log.js';
+import { registerSecret, scrub } from '../log.js';
 import { duration } from '../schema.js';
 import type { DecisionFilters, DecisionSource, SnapshotOptions, SourceSnapshot } from './source.js';
 
@@ -68,6 +68,7 @@ export function filtersFromConfig(cfg: FilterConfig): DecisionFilters {
 }
 
 const MiB = 1024 * 1024;
+const MAX_TIMER_MS = 2_147_483_647;
 
 const httpUrl = z.string().transform((v, ctx) => {
   let u: URL;
@@ -138,6 +139,8 @@ export const lapiSourceSchema = z
       ctx.addIssue({ code: 'custom', path: ['resync_frequency'], message: `expected at least update_frequency (${c.update_frequency / 1000}s)` });
     }
     if (c.timeout <= 0) ctx.addIssue({ code: 'custom', path: ['timeout'], message: 'expected a duration above 0' });
+    // Node.js fires a timer longer than 2^31-1 ms after 1 ms (TimeoutOverflowWarning).
+    if (c.timeout > MAX_TIMER_MS) ctx.addIssue({ code: 'custom', path: ['timeout'], message: `expected at most ${MAX_TIMER_MS / 1000}s (the longest timer Node.js can set), got ${c.timeout / 1000}s` });
   });
 
 export type LapiSourceConfig = z.infer<typeof lapiSourceSchema>;
@@ -343,7 +346,9 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
   let agent: HttpAgent | undefined;
   let state: DeltaState | undefined;
 
-  const fail = (message: string, code: string, cause?: unknown): SourceError => new SourceError(name, message, { cause, code });
+  // A message may carry what the server sent back (status line, body): every known secret is taken out here,
+  // because it also reaches the plan output, which is not a log line.
+  const fail = (message: string, code: string, cause?: unknown): SourceError => new SourceError(name, scrub(message), { cause, code });
 
   async function readPem(key: 'ca_cert_path' | 'cert_path' | 'key_path'): Promise<Buffer | undefined> {
     const path = cfg[key];
