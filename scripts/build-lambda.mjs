@@ -4,6 +4,7 @@
 import { build } from 'esbuild';
 import { rm, writeFile, stat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { computeProtosPlugin } from './compute-protos.mjs';
 
 const outdir = 'build/lambda';
 await rm(outdir, { recursive: true, force: true });
@@ -26,6 +27,8 @@ await build({
   banner: {
     js: "import { createRequire as __cbCreateRequire } from 'node:module'; import { fileURLToPath as __cbFileURLToPath } from 'node:url'; import { dirname as __cbDirname } from 'node:path'; const require = __cbCreateRequire(import.meta.url); const __filename = __cbFileURLToPath(import.meta.url); const __dirname = __cbDirname(__filename);",
   },
+  // Only the protobuf types of the two Compute services the gcp-firewall provider calls.
+  plugins: [computeProtosPlugin()],
   logLevel: 'warning',
 });
 await writeFile(join(outdir, 'package.json'), JSON.stringify({ type: 'module' }) + '\n');

@@ -136,7 +136,7 @@ function toEntry(e: SdkEntry): NaclEntry {
 }
 
 export async function createNaclClient(opts: NaclClientOptions): Promise<NaclClient> {
-  const sdk = await import('@aws-sdk/client-ec2');
+  const sdk = await import('./sdk.js');
   const ec2: EC2Client = new sdk.EC2Client({
     region: opts.region,
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),

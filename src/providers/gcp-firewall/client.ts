@@ -7,7 +7,7 @@
  *   Credentials come from Application Default Credentials (Workload Identity
  *   on GKE, the metadata server on Cloud Run, `GOOGLE_APPLICATION_CREDENTIALS`
  *   elsewhere); tests inject an `authClient` and an `endpoint`.
- * - The SDK is imported lazily (about 0.8 s), so loading the provider module
+ * - The SDK (two Compute clients, `sdk.ts`) is imported lazily, so loading the provider module
  *   to validate config costs nothing.
  * - The SDK's own retries are switched off (`retry: null`): every method call
  *   is exactly one HTTP exchange, counted once, and retried (bounded, with
@@ -21,7 +21,7 @@
  * QuotaExceededError, with its cause.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { FirewallsClient } from '@google-cloud/compute';
+import type { FirewallsClient } from './sdk.js';
 import { FatalError, QuotaExceededError, RetryableError } from '../../core/errors.js';
 import { USER_AGENT, VERSION } from '../../version.js';
 import type { GcpFirewall } from './mapping.js';
@@ -268,7 +268,7 @@ export function endpointOptions(endpoint: string | undefined): { apiEndpoint: st
 }
 
 export async function createFirewallApi(o: FirewallApiOptions): Promise<FirewallApi> {
-  const { FirewallsClient, GlobalOperationsClient } = await import('@google-cloud/compute');
+  const { FirewallsClient, GlobalOperationsClient } = await import('./sdk.js');
   const base = {
     fallback: true,
     ...endpointOptions(o.endpoint),

@@ -176,6 +176,8 @@ export class FakeCompute {
   dedupedRequests = 0;
   /** Called after each accepted write with the running count (lets a test stop a client mid-apply). */
   onWriteAccepted: ((n: number) => void) | undefined;
+  /** Bearer tokens seen on authenticated requests (which credential reached the API). */
+  readonly bearerTokens = new Set<string>();
   url = '';
 
   private server: Server | undefined;
@@ -537,6 +539,7 @@ export class FakeCompute {
       if (!/^Bearer \S+/.test(req.headers.authorization ?? '')) {
         throw new ApiError(401, 'required', 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential.');
       }
+      this.bearerTokens.add(req.headers.authorization!.slice('Bearer '.length).trim());
       if (!m) throw new ApiError(404, 'notFound', `No route for ${method} ${path}.`);
       const project = decodeURIComponent(m[1]!);
       this.settleExpired();

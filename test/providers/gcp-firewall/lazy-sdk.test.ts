@@ -4,7 +4,7 @@ import type { FakeCompute } from '../../fakes/gcp/compute-server.js';
 import { newProject, startFake, testAuthClient } from './setup.js';
 
 const sdk = vi.hoisted(() => ({ loads: 0 }));
-vi.mock('@google-cloud/compute', async (importOriginal) => {
+vi.mock('../../../src/providers/gcp-firewall/sdk.js', async (importOriginal) => {
   sdk.loads++;
   return importOriginal();
 });
