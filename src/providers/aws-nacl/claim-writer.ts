@@ -13,6 +13,8 @@
  * succeeded, that is once the NACL's tags hold every claim set before the
  * call; `commit(rule)` once they hold that rule's claim. Callers rely on
  * exactly that: an entry is written only after its claim is committed.
+ * `commitWith(tags)` also writes other tags (the apply lease) in the same
+ * CreateTags, so taking or renewing the lease costs no call of its own.
  */
 import { isRetryable } from '../../core/errors.js';
 import { packClaims } from './mapping.js';
@@ -39,6 +41,10 @@ export class ClaimWriter {
   flushes = 0;
   /** Why the last DeleteTags of empty claim tags failed, if it did. */
   cleanupError: unknown;
+  /** Claim tag keys the last successful CreateTags wrote. */
+  lastPut: readonly string[] = [];
+  /** Tags that are not claims, for the next flush's CreateTags. */
+  private extra: NaclTag[] = [];
 
   constructor(
     private readonly owner: string,
@@ -53,12 +59,32 @@ export class ClaimWriter {
     return this.claims[dir].get(rule);
   }
 
+  /** Rule numbers claimed in memory in one direction. */
+  claimedRules(dir: Direction): number[] {
+    return [...this.claims[dir].keys()];
+  }
+
   /** Sets (or, with `undefined`, drops) a claim in memory. It reaches the NACL with the next flush. */
   set(dir: Direction, rule: number, claim: Claim | undefined): void {
     if (claim) this.claims[dir].set(rule, claim);
     else this.claims[dir].delete(rule);
     this.version++;
     this.setAt.set(`${dir}/${rule}`, this.version);
+  }
+
+  /** Our claim tags as the NACL holds them, as far as this writer knows (what a read-back must find). */
+  get written(): ReadonlyMap<string, string> {
+    return this.cloud;
+  }
+
+  /**
+   * Like `commit()`, and the same CreateTags also writes `tags` (never
+   * claim tags). Resolves once the call that carried them succeeded.
+   */
+  commitWith(tags: readonly NaclTag[]): Promise<void> {
+    this.extra.push(...tags);
+    this.version++;
+    return this.commit();
   }
 
   /** True when memory holds claims the NACL may not have yet, or an empty claim tag is left to delete. */
@@ -109,17 +135,20 @@ export class ClaimWriter {
     const put: NaclTag[] = [];
     for (const [key, value] of want) if (this.cloud.get(key) !== value) put.push({ key, value });
     const drop = [...this.cloud.keys()].filter((k) => !want.has(k));
-    if (put.length === 0 && drop.length === 0) return;
+    const extra = this.extra;
+    this.extra = [];
+    if (put.length === 0 && drop.length === 0 && extra.length === 0) return;
     this.flushes++;
-    if (put.length > 0) {
+    if (put.length > 0 || extra.length > 0) {
       try {
-        await this.io.putTags(put);
+        await this.io.putTags([...extra, ...put]);
       } catch (err) {
         // A refused call (4xx) changed nothing; a timeout or 5xx may have: rewrite those tags next time.
         if (isRetryable(err)) for (const t of put) this.cloud.set(t.key, UNKNOWN);
         throw err;
       }
       for (const t of put) this.cloud.set(t.key, t.value);
+      this.lastPut = put.map((t) => t.key);
     }
     if (drop.length > 0) {
       // Only tags whose every claim is gone are dropped, after the new content is in place. A

@@ -39,7 +39,8 @@
  * is dropped only after its entry is gone. One apply:
  *   1. one CreateTags claims every rule number the write budget lets this
  *      apply create or replace, with the new CIDR and expiry (expiry
- *      refreshes are done by this call alone);
+ *      refreshes are done by this call alone); the same call carries the
+ *      apply lease when it is taken or renewed (below);
  *   2. phase 1: DeleteNetworkAclEntry for lifted bans (their claims stay);
  *   3. phase 2: CreateNetworkAclEntry / ReplaceNetworkAclEntry;
  *   4. one CreateTags drops the claims of deleted entries and withdraws those
@@ -65,33 +66,41 @@
  * runs (a CronJob overlap, two Lambda invocations) would overwrite each
  * other's claim tags: a claim lost that way leaves an entry in the band that
  * no claim records, a conflict that stops the target until an operator
- * steps in. So an apply that has changes first takes a lease in the NACL's
- * tags, `cloud-bouncer:<owner>:lease` = `<run id>@<unix seconds expiry>`
- * (plan and read never write it):
+ * steps in. So an apply that has changes holds a lease in the NACL's tags,
+ * `cloud-bouncer:<owner>:lease` = `<run id>@<unix seconds expiry>`
+ * (plan and read never write it). Taking it:
  *   1. fresh read; a lease of another run that has not expired fails this
  *      apply with a RetryableError (`lease_held`) before any write;
- *   2. CreateTags writes our lease (expiry now + `lease_ttl`);
- *   3. wait `lease_settle` (default 1 s; every apply that writes pays it, so
- *      it is kept short for the daemon's decision-to-rule latency; raise it
- *      where tag writes are slow to show): EC2 is eventually consistent
- *      (Amazon EC2 API reference, "Eventual consistency"), and a rival
- *      CreateTags of the same key may still land; the last one wins;
- *   4. read again: if the lease is not ours, fail with a RetryableError
- *      (`lease_lost`): our lease write was overwritten and nothing else was
- *      written. Otherwise this read is the state the apply checks ownership
- *      against and writes from (steps 1-4 of the write order above);
- *   5. release: DeleteTags of the key given with our value, which EC2
- *      applies only if the value still matches (EC2 API reference,
- *      DeleteTags), after success, failure and abort alike.
- * Of two runs that write their lease within `lease_settle` of each other,
- * only the last writer reads it back; a run that reads after the other's
- * lease landed stops at step 1. A run that dies holding the lease blocks
- * the next runs for at most `lease_ttl` (default 2 min); an apply renews its
- * lease before a change once half the TTL has passed, and stops starting
- * writes if the renewal fails. A lease left by an earlier apply of the same
- * process (its release failed) is taken over at once. Residual risk: a run
- * whose lease write reaches EC2 more than `lease_settle` after its first
- * read could still overlap another run; keep `concurrencyPolicy: Forbid`
+ *   2. ONE CreateTags writes our lease (expiry now + `lease_ttl`) together
+ *      with step 1 of the write order: taking the lease costs no call;
+ *   3. wait `lease_settle` (default 1 s; raise it where tag writes are slow
+ *      to show): EC2 is eventually consistent (Amazon EC2 API reference,
+ *      "Eventual consistency"), and a rival CreateTags of the same key may
+ *      still land; the last one wins;
+ *   4. read again: if the lease is not ours, or a claim tag this call wrote
+ *      holds something else, fail with a RetryableError (`lease_lost`) with
+ *      no entry written (our claims without entries are repaired by the
+ *      next apply). Otherwise this read is the state the apply checks
+ *      ownership against (with the claim tags as they were before step 2)
+ *      and writes entries from.
+ * Keeping it: the process keeps the lease after the apply. Its next apply
+ * finds its own lease in the first read with more than a quarter of
+ * `lease_ttl` left and goes straight to the write order: no lease write, no
+ * read-back, no wait (a daemon's steady passes); once half the TTL has
+ * passed, the renewal rides in step 1's CreateTags (or, in an apply with no
+ * claim to write, a CreateTags of its own before the first change; an apply
+ * renews the same way before each change, and stops starting writes if a
+ * renewal fails). Releasing it: when the process closes the provider (the
+ * end of a one-shot run, a Lambda invocation or a daemon's shutdown), one
+ * DeleteTags of the key given with our value, which EC2 applies only if the
+ * value still matches (EC2 API reference, DeleteTags). A run that dies
+ * holding the lease blocks the next runs for at most `lease_ttl` (default
+ * 2 min). A lease left by an earlier apply of the same process is taken
+ * over at once. Of two runs that write their lease within `lease_settle` of
+ * each other, only the last writer reads it back; a run that reads after
+ * the other's lease landed stops at step 1. Residual risk: a run whose
+ * lease write reaches EC2 more than `lease_settle` after its first read
+ * could still overlap another run; keep `concurrencyPolicy: Forbid`
  * (CronJob) or reserved concurrency 1 (Lambda) as the first line. If runs
  * overlap anyway, a lost claim makes its entry a conflict: the target stops
  * writing and names the rule numbers (it fails safe). The lease tag counts
@@ -102,8 +111,9 @@
  * bucket (burst 100, refill 10 per second) (Amazon EC2 API reference,
  * "Request throttling"). The default queue starts at most 4 changes per
  * second, 4 at a time; a change makes one entry call (an expiry refresh
- * none), and an apply adds one to three tag calls whatever its size: N new
- * bans cost N + 1 writes. Retries are bounded twice: the SDK's standard
+ * none), and an apply adds one tag call whatever its size (two when it
+ * deletes entries: their claims are dropped after them): N new bans cost
+ * N + 1 writes, and a one-shot run one DeleteTags more when it exits. Retries are bounded twice: the SDK's standard
  * mode (`sdk_max_attempts`, default 3) inside our own backoff with jitter
  * (`retry`, default 3 attempts, 1 s base, 20 s cap).
  * `RequestLimitExceeded`, 5xx and dropped connections are retryable; auth

@@ -14,7 +14,7 @@ import type { ChangeOutcome, QueueOptions, RetryOptions, Sleep } from '../../cor
 import type { Change, TargetState } from '../../core/types.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext } from '../provider.js';
 import type { EntrySpec, NaclClient } from './client.js';
-import type { Claim, Claims, Direction, NaclSnapshot, NaclState, RuleBand } from './mapping.js';
+import type { Claim, Claims, Direction, NaclSnapshot, NaclState, NaclTag, RuleBand } from './mapping.js';
 
 export interface AwsNaclOptions {
   region: string;
@@ -44,6 +44,11 @@ interface RunContext {
   renew: () => Promise<boolean>;
   /** Set when the claims of this apply could not be written: no entry may be created or replaced. */
   claimError: unknown;
+}
+
+/** A claim tag of the first read, as it was. */
+function firstClaimTags(first: NaclState): NaclTag[] {
+  return [...first.tags.ownKeys].map(([key, value]) => ({ key, value }));
 }
 
 /** The lease this apply wrote. */
@@ -84,6 +89,8 @@ export class AwsNaclProvider implements Provider {
   /** Run ids are `<instance>.<n>`: this instance's n-th apply. */
   private readonly instanceId: string;
   private applies = 0;
+  /** The apply lease this instance holds between applies, until close() or its expiry. */
+  private lease: HeldLease | undefined;
 
   constructor(
     private readonly opts: AwsNaclOptions,
@@ -176,12 +183,28 @@ export class AwsNaclProvider implements Provider {
   }
 
   /**
-   * Takes the apply lease (protocol in `index.ts`). Resolves with the state
-   * read under the lease, or without one when the apply was aborted while
-   * the lease settled; throws `lease_held` or `lease_lost` with nothing
-   * written but (for `lease_lost`) our overwritten lease tag.
+   * The lease this instance already holds, when the fresh read shows it
+   * still ours with enough time left: a daemon's later applies then write
+   * no lease of their own and skip the read-back wait.
    */
-  private async takeLease(client: NaclClient, first: NaclState, signal?: AbortSignal): Promise<HeldLease> {
+  private heldLease(first: NaclState): HeldLease | undefined {
+    const h = this.lease;
+    const seen = first.tags.lease;
+    if (!h || h.lost || h.released || !seen || !h.values.includes(seen.value)) return undefined;
+    // A lease close to its end is taken again, as a new one: another run's clock may already call it expired.
+    if (seen.expiresAt - this.wallNow() <= this.opts.leaseTtlMs / 4) return undefined;
+    h.values = [seen.value];
+    return h;
+  }
+
+  /**
+   * Takes the apply lease (protocol in `index.ts`) in ONE CreateTags with the
+   * claims already set in `writer`. Resolves with the lease and the state
+   * read under it, or without a state when the apply was aborted while the
+   * lease settled (the claims are withdrawn); throws `lease_held` or
+   * `lease_lost` with no entry written.
+   */
+  private async takeLease(client: NaclClient, first: NaclState, writer: ClaimWriter, original: Claims, signal?: AbortSignal): Promise<HeldLease> {
     const key = leaseKey(this.ctx.owner);
     const held = first.tags.lease;
     const now = this.wallNow();
@@ -192,7 +215,8 @@ export class AwsNaclProvider implements Provider {
         { code: 'lease_held' },
       );
     }
-    if (held) this.ctx.log.warn({ target: this.target, holder: held.runId, expiresAt: held.expiresAt }, 'taking over an expired or stale apply lease');
+    if (held && held.expiresAt > now) this.ctx.log.debug({ target: this.target, holder: held.runId }, 'taking over a lease of this process');
+    else if (held) this.ctx.log.warn({ target: this.target, holder: held.runId, expiresAt: held.expiresAt }, 'taking over an expired apply lease');
     const runId = `${this.instanceId}.${++this.applies}`;
     const lease: HeldLease = {
       key,
@@ -204,7 +228,7 @@ export class AwsNaclProvider implements Provider {
     };
     try {
       try {
-        await this.retry('CreateTags', () => client.putTags([{ key, value: lease.values[0]! }]), signal);
+        await writer.commitWith([{ key, value: lease.values[0]! }]);
       } catch (err) {
         // Like a failed claim write: every change of this apply fails with the call's error, and
         // the lease it may have left is released (bounded retries; otherwise it expires).
@@ -216,21 +240,46 @@ export class AwsNaclProvider implements Provider {
       // a concurrent CreateTags of the same key may land after ours. Waiting lets the last write win
       // before we look, so of two runs that both wrote, at most one reads its own lease back.
       await (this.deps.sleep ?? realSleep)(this.opts.leaseSettleMs, signal);
-      if (signal?.aborted) return lease;
-      const fresh = this.state(await this.snapshot(signal));
-      if (fresh.tags.lease?.value !== lease.values[0]) {
+      if (signal?.aborted) {
+        // Stopped before any entry write: withdraw the claims (one attempt; a claim without its entry is repaired by the next pass).
+        this.withdrawAll(writer, original);
+        await writer.commit().catch((err: unknown) => this.ctx.log.warn({ target: this.target, err }, 'could not withdraw the claims of an aborted apply; the next pass drops them'));
+        return lease;
+      }
+      const snap = await this.snapshot(signal);
+      const seen = this.state(snap);
+      if (seen.tags.lease?.value !== lease.values[0]) {
         lease.lost = true;
-        const other = fresh.tags.lease;
+        const other = seen.tags.lease;
         throw new RetryableError(
           `target ${this.target}: another run took the lease while this run was taking it (${other ? `run ${other.runId}, until ${new Date(other.expiresAt).toISOString()}` : 'it is gone'}); no entry was written; the next pass retries`,
           { code: 'lease_lost' },
         );
       }
-      lease.fresh = fresh;
+      // The claim tags we just wrote must read back as written, or another writer's CreateTags replaced
+      // them after ours. (Other claim tags may hold claims of a run that lost the lease: claims
+      // without entries, which the next apply repairs.)
+      const tags = new Map(snap.tags.map((t) => [t.key, t.value]));
+      const rewritten = writer.lastPut.filter((k) => tags.get(k) !== writer.written.get(k));
+      if (rewritten.length > 0) {
+        throw new RetryableError(`target ${this.target}: claim tags changed while this run took the lease (${rewritten.join(', ')}); no entry was written; the next pass retries`, {
+          code: 'lease_lost',
+        });
+      }
+      // Ownership is checked against the NACL as it was before our claims: put the first read's claim tags back in.
+      lease.fresh = this.state({ ...snap, tags: [...snap.tags.filter((t) => !writer.written.has(t.key)), ...firstClaimTags(first)] });
       return lease;
     } catch (err) {
       await this.releaseLease(client, lease);
       throw err;
+    }
+  }
+
+  /** Sets every claim back to what the first read held. */
+  private withdrawAll(writer: ClaimWriter, original: Claims): void {
+    for (const dir of ['ingress', 'egress'] as const) {
+      const rules = new Set([...writer.claimedRules(dir), ...original[dir].keys()]);
+      for (const rule of rules) writer.set(dir, rule, original[dir].get(rule));
     }
   }
 
@@ -255,8 +304,9 @@ export class AwsNaclProvider implements Provider {
     }
   }
 
-  /** Deletes our lease tag, only if it still holds our value: always, after success, failure or abort. */
+  /** Deletes our lease tag, only if it still holds our value. */
   private async releaseLease(client: NaclClient, lease: HeldLease): Promise<void> {
+    if (this.lease === lease) this.lease = undefined;
     if (lease.lost || lease.released) return;
     lease.released = true;
     for (const value of lease.values) {
@@ -279,37 +329,11 @@ export class AwsNaclProvider implements Provider {
     if (changes.length === 0) return { outcomes: [], calls: this.calls.total - before };
     // Stopped before the first write: not even the lease is written.
     if (ctx.signal?.aborted) return { outcomes: changes.map((change) => ({ change, status: 'skipped', skipReason: 'aborted' })), calls: this.calls.total - before };
-    const lease = await this.takeLease(client, first, ctx.signal);
-    let outcomes: ChangeOutcome[];
-    try {
-      if (lease.writeError !== undefined) {
-        outcomes = changes.map((change) => ({ change, status: 'failed', error: lease.writeError }));
-      } else if (!lease.fresh) {
-        outcomes = changes.map((change) => ({ change, status: 'skipped', skipReason: 'aborted' }));
-      } else {
-        this.checkFresh(changes, lease.fresh);
-        outcomes = await this.applyUnderLease(changes, ctx, client, lease.fresh, lease);
-      }
-    } finally {
-      await this.releaseLease(client, lease);
-    }
-    this.ctx.log.debug({ target: this.target, changes: changes.length, calls: this.calls.total - before }, 'aws-nacl apply done');
-    return { outcomes, calls: this.calls.total - before };
-  }
-
-  private async applyUnderLease(changes: readonly Change[], ctx: ApplyContext, client: NaclClient, fresh: NaclState, lease: HeldLease): Promise<ChangeOutcome[]> {
     // A failed lease renewal stops new writes the way an abort does.
     const leaseLost = new AbortController();
     const signal = ctx.signal ? AbortSignal.any([ctx.signal, leaseLost.signal]) : leaseLost.signal;
-    const renew = async () => {
-      lease.renewing ??= this.renewLease(client, lease, signal).finally(() => (lease.renewing = undefined));
-      const ok = await lease.renewing;
-      if (!ok) leaseLost.abort();
-      return ok;
-    };
-    const withEntry = new Set(fresh.rules.filter((r) => r.cidrs.length > 0).map((r) => `${r.pool}/${r.slot}`));
-    const original: Claims = { ingress: new Map(fresh.tags.claims.ingress), egress: new Map(fresh.tags.claims.egress) };
-    const writer = new ClaimWriter(this.ctx.owner, fresh.tags.claims, fresh.tags.ownKeys, {
+    const original: Claims = { ingress: new Map(first.tags.claims.ingress), egress: new Map(first.tags.claims.egress) };
+    const writer = new ClaimWriter(this.ctx.owner, first.tags.claims, first.tags.ownKeys, {
       putTags: (tags) => this.retry('CreateTags', () => client.putTags(tags), signal),
       deleteTags: (keys) => this.retry('DeleteTags', () => client.deleteTags(keys), signal),
     });
@@ -318,11 +342,53 @@ export class AwsNaclProvider implements Provider {
     // claim without its entry is repaired by the next pass) and saves a tag write per entry.
     const runnable = [...changes.filter((c) => c.phase === 1), ...changes.filter((c) => c.phase === 2)].slice(0, Math.max(0, ctx.budget.remaining));
     const claimed = runnable.filter((c) => c.kind !== 'delete');
+    for (const c of claimed) writer.set(c.pool as Direction, Number(c.slot), { cidr: c.after!.cidrs[0]!, expiresAt: c.after!.expiresAt });
+
+    let lease = this.heldLease(first);
+    let fresh: NaclState | undefined;
+    if (lease) {
+      fresh = first;
+      this.ctx.log.debug({ target: this.target, runId: lease.runId }, 'applying under the lease this process holds');
+    } else {
+      if (this.lease) await this.releaseLease(client, this.lease);
+      lease = await this.takeLease(client, first, writer, original, signal);
+      if (lease.writeError !== undefined) return { outcomes: changes.map((change) => ({ change, status: 'failed', error: lease!.writeError })), calls: this.calls.total - before };
+      // The lease is kept after the apply (released by close()), so the next apply of this process writes no lease of its own.
+      this.lease = lease;
+      fresh = lease.fresh;
+      if (!fresh) return { outcomes: changes.map((change) => ({ change, status: 'skipped', skipReason: 'aborted' })), calls: this.calls.total - before };
+      this.checkFresh(changes, fresh);
+    }
+    const outcomes = await this.applyUnderLease(changes, ctx, { client, writer, original, fresh, lease, claimed, signal, leaseLost });
+    this.ctx.log.debug({ target: this.target, changes: changes.length, calls: this.calls.total - before }, 'aws-nacl apply done');
+    return { outcomes, calls: this.calls.total - before };
+  }
+
+  private async applyUnderLease(
+    changes: readonly Change[],
+    ctx: ApplyContext,
+    a: { client: NaclClient; writer: ClaimWriter; original: Claims; fresh: NaclState; lease: HeldLease; claimed: Change[]; signal: AbortSignal; leaseLost: AbortController },
+  ): Promise<ChangeOutcome[]> {
+    const { client, writer, original, fresh, lease, claimed, signal, leaseLost } = a;
+    const renew = async () => {
+      lease.renewing ??= this.renewLease(client, lease, signal).finally(() => (lease.renewing = undefined));
+      const ok = await lease.renewing;
+      if (!ok) leaseLost.abort();
+      return ok;
+    };
+    const withEntry = new Set(fresh.rules.filter((r) => r.cidrs.length > 0).map((r) => `${r.pool}/${r.slot}`));
     const run: RunContext = { client, writer, original, signal, renew, claimError: undefined };
-    if (claimed.length > 0 && !signal.aborted) {
-      for (const c of claimed) writer.set(c.pool as Direction, Number(c.slot), { cidr: c.after!.cidrs[0]!, expiresAt: c.after!.expiresAt });
+    if (claimed.length > 0 && writer.dirty && !signal.aborted) {
+      // Under a lease held from an earlier apply: the claims go out now, with the lease's renewal when it is due.
+      const now = this.wallNow();
+      const renewal = now >= lease.renewAt ? formatLease(lease.runId, now + this.opts.leaseTtlMs) : undefined;
+      if (renewal) lease.values.push(renewal);
       try {
-        await writer.commit();
+        await writer.commitWith(renewal ? [{ key: lease.key, value: renewal }] : []);
+        if (renewal) {
+          lease.values = [renewal];
+          lease.renewAt = now + this.opts.leaseTtlMs / 2;
+        }
       } catch (err) {
         // Bounded retries are spent (or the call is refused): no entry is created or replaced in
         // this apply, deletes still run, and the next pass tries again.
@@ -427,8 +493,10 @@ export class AwsNaclProvider implements Provider {
     throw new OwnershipConflictError(this.target, [String(spec.ruleNumber)], `${e ? describeEntry(e) : `rule ${spec.ruleNumber} (${dir})`} was written by someone else while this pass was applying`);
   }
 
+  /** Releases the apply lease this instance holds (the end of a one-shot run, or a daemon's shutdown), then the client. */
   async close(): Promise<void> {
     const c = await this.client?.catch(() => undefined);
+    if (c && this.lease) await this.releaseLease(c, this.lease);
     c?.close();
   }
 }

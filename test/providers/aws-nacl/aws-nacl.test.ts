@@ -54,14 +54,16 @@ describe('providers/aws-nacl: applying bans', () => {
     expect(foreignEntries(h.aclId)).toEqual(before);
     expect(fake.tags(h.aclId).Name).toBe('pbx-subnets');
 
+    await h.closeAll(); // the first run ends and releases its lease
     fake.resetCounters();
     const second = await providerPass(await h.fresh(), bans);
     expect(second.plan.changes).toEqual([]);
     expect(fake.calls).toEqual({ DescribeNetworkAcls: 1 });
     console.log(`aws-nacl: ${bans.length} bans from an empty band: pass 1 made ${JSON.stringify(firstCalls)}; pass 2 made ${JSON.stringify(fake.calls)}`);
-    // One entry call per ban; claims of changes started together share CreateTags calls.
+    // One entry call per ban; the lease and every claim go out in one CreateTags.
     expect(firstCalls.CreateNetworkAclEntry).toBe(5);
-    expect(firstCalls.CreateTags).toBeLessThanOrEqual(2);
+    expect(firstCalls.CreateTags).toBe(1);
+    expect(firstCalls.DeleteTags ?? 0).toBe(0);
   });
 
   it('enforces the highest-priority bans when they outnumber the free entries, reports the rest unenforced: capacity, and never hits the entry quota', async () => {
@@ -115,7 +117,9 @@ describe('providers/aws-nacl: applying bans', () => {
     expect(bandEntries(fake, h.aclId).map((e) => e.ruleNumber)).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
     expect(plan.unenforced).toHaveLength(5);
     expect(plan.warnings.join('\n')).toMatch(/46 of 50 tags \(46 not ours, one kept for the apply lease\)/);
-    // 50 during the apply; the lease is released at its end.
+    // 50 while the run holds its lease; the lease is released when the run ends.
+    expect(Object.keys(fake.tags(h.aclId))).toHaveLength(50);
+    await h.closeAll();
     expect(Object.keys(fake.tags(h.aclId))).toHaveLength(49);
     expect(fake.errors.TagLimitExceeded).toBeUndefined();
     expect(ownershipProblems(fake, h.aclId)).toEqual([]);
@@ -278,6 +282,7 @@ describe('providers/aws-nacl: lifetimes and plan', () => {
   it('never writes during plan: the fake sees only DescribeNetworkAcls calls', async () => {
     const h = await harness({ fake });
     await providerPass(h.provider, [ban('192.0.2.1'), ban('192.0.2.2', { expiresAt: NOW + HOUR })]);
+    await h.closeAll();
     const before = fake.entries(h.aclId);
     const tagsBefore = fake.tags(h.aclId);
     fake.resetCounters();

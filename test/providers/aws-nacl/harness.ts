@@ -44,8 +44,14 @@ export interface Harness {
   fake: FakeEc2;
   aclId: string;
   provider: Provider;
-  /** A new provider instance, as a new process would create it (nothing kept in memory). */
+  /**
+   * A new provider instance, as the next process would create it (nothing
+   * kept in memory). The instances created before are closed first, as a
+   * process that exits closes its provider (which releases the apply lease).
+   */
   fresh(over?: Record<string, unknown>, now?: number): Promise<Provider>;
+  /** Closes every instance this harness created (the end of the last run). */
+  closeAll(): Promise<void>;
   config: Record<string, unknown>;
 }
 
@@ -67,9 +73,17 @@ export async function harness(opts: { acl?: SeedAcl; quota?: number; config?: Re
     lease_ttl: '30s',
     ...opts.config,
   };
-  const fresh = async (over: Record<string, unknown> = {}, now?: number) =>
-    awsNacl.create(awsNaclConfigSchema.parse({ ...config, ...over }), { target: 'pbx-nacl', owner: OWNER, log, now: now !== undefined ? () => now : (opts.now ?? (() => NOW)) });
-  return { fake, aclId, provider: await fresh(), fresh, config };
+  const created: Provider[] = [];
+  const closeAll = async () => {
+    for (const p of created.splice(0)) await p.close?.();
+  };
+  const fresh = async (over: Record<string, unknown> = {}, now?: number) => {
+    await closeAll();
+    const p = await awsNacl.create(awsNaclConfigSchema.parse({ ...config, ...over }), { target: 'pbx-nacl', owner: OWNER, log, now: now !== undefined ? () => now : (opts.now ?? (() => NOW)) });
+    created.push(p);
+    return p;
+  };
+  return { fake, aclId, provider: await fresh(), fresh, closeAll, config };
 }
 
 export interface ClaimRecord {

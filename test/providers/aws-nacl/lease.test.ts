@@ -1,15 +1,17 @@
 /**
  * The apply lease (`cloud-bouncer:<owner>:lease` = `<run id>@<unix seconds>`):
  * a run that finds another run's live lease, or loses the race to write it,
- * writes no entry and fails with a retryable error; a run that holds it
- * releases it at the end whatever happened, and only if it is still its own.
+ * writes no entry and fails with a retryable error. The lease goes out in
+ * the same CreateTags as the apply's claims; a process keeps it for its
+ * next applies (no lease write, no read-back wait) and releases it when it
+ * closes, whatever happened, and only if it is still its own.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RetryableError } from '../../../src/core/errors.js';
 import { startFakeEc2, type FakeEc2 } from '../../fakes/ec2/server.js';
 import { ban } from '../../helpers/bans.js';
 import { providerPass } from '../../helpers/pass.js';
-import { LEASE_KEY, bandEntries, cidrOf, harness, ownershipProblems, useEnvCredentials } from './harness.js';
+import { LEASE_KEY, bandEntries, cidrOf, claimsInTags, harness, ownershipProblems, useEnvCredentials } from './harness.js';
 
 let fake: FakeEc2;
 let restoreEnv: () => void;
@@ -78,7 +80,7 @@ describe('providers/aws-nacl apply lease', () => {
     expect(bandEntries(fake, h.aclId)).toEqual([]);
   });
 
-  it('holds the lease through every write and releases it after a successful apply', async () => {
+  it('holds the lease through every write, keeps it after the apply, and releases it when the run closes', async () => {
     const h = await harness({ fake });
     const leaseAtWrite: Array<string | undefined> = [];
     fake.onMutation = (action) => {
@@ -90,8 +92,68 @@ describe('providers/aws-nacl apply lease', () => {
     expect(result!.outcomes.map((o) => o.status)).toEqual(['applied', 'applied']);
     expect(leaseAtWrite).toHaveLength(2);
     for (const v of leaseAtWrite) expect(v).toMatch(/^[0-9a-f]{12}\.1@\d+$/);
+    expect(fake.tags(h.aclId)[LEASE_KEY]).toBe(leaseAtWrite[0]);
+    await h.closeAll();
     expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
     expect(ownershipProblems(fake, h.aclId)).toEqual([]);
+  });
+
+  it('writes the lease and the claims in one CreateTags, and a later apply of the same process writes no lease of its own', async () => {
+    const h = await harness({ fake });
+    fake.resetCounters();
+
+    await providerPass(h.provider, [ban('192.0.2.7')]);
+    const firstCalls = { ...fake.calls };
+    const lease = fake.tags(h.aclId)[LEASE_KEY];
+    fake.resetCounters();
+    await providerPass(h.provider, [ban('192.0.2.7'), ban('192.0.2.8')]);
+
+    // First apply: plan read, first read, lease + claims, read-back under the lease, one entry.
+    expect(firstCalls).toEqual({ DescribeNetworkAcls: 3, CreateTags: 1, CreateNetworkAclEntry: 1 });
+    // Second apply: no lease write and no read-back; the claim is the only tag write.
+    expect(fake.calls).toEqual({ DescribeNetworkAcls: 2, CreateTags: 1, CreateNetworkAclEntry: 1 });
+    expect(fake.tags(h.aclId)[LEASE_KEY]).toBe(lease);
+    expect(bandEntries(fake, h.aclId).map(cidrOf)).toEqual(['192.0.2.7/32', '192.0.2.8/32']);
+    expect(ownershipProblems(fake, h.aclId)).toEqual([]);
+  });
+
+  it('renews a held lease inside the claims CreateTags once half its TTL has passed', async () => {
+    const h = await harness({ fake });
+    // The lease runs on the wall clock: a short TTL, and a wait past its half.
+    const p = await h.fresh({ lease_ttl: '4s' });
+    await providerPass(p, [ban('192.0.2.7')]);
+    const first = fake.tags(h.aclId)[LEASE_KEY]!;
+    await new Promise((r) => setTimeout(r, 2100));
+    const wall = Date.now();
+    fake.resetCounters();
+
+    await providerPass(p, [ban('192.0.2.7'), ban('192.0.2.8')]);
+
+    const renewed = fake.tags(h.aclId)[LEASE_KEY]!;
+    expect(renewed.split('@')[0]).toBe(first.split('@')[0]);
+    expect(Number(renewed.split('@')[1])).toBeGreaterThan(Number(first.split('@')[1]));
+    expect(Number(renewed.split('@')[1]) * 1000).toBeGreaterThanOrEqual(wall + 3000);
+    // Still one tag write (claims and renewal together) and no read-back.
+    expect(fake.calls).toEqual({ DescribeNetworkAcls: 2, CreateTags: 1, CreateNetworkAclEntry: 1 });
+  });
+
+  it('writes no entry and fails with lease_lost when another writer rewrites a claim tag before the read-back', async () => {
+    const h = await harness({ fake });
+    let rewritten = false;
+    fake.onMutation = (action) => {
+      if (action === 'CreateTags' && !rewritten) {
+        rewritten = true;
+        fake.setTag(h.aclId, 'cloud-bouncer:test:ingress:8', '9=198.51.100.9/32@1795420800');
+      }
+    };
+
+    const err = await refusal(providerPass(h.provider, [ban('192.0.2.7')]));
+
+    expect(err.code).toBe('lease_lost');
+    expect(err.message).toMatch(/claim tags changed while this run took the lease \(cloud-bouncer:test:ingress:8\)/);
+    expect(bandEntries(fake, h.aclId)).toEqual([]);
+    await h.closeAll();
+    expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
   });
 
   it('releases the lease after a failed apply', async () => {
@@ -101,6 +163,7 @@ describe('providers/aws-nacl apply lease', () => {
     const { result } = await providerPass(h.provider, [ban('192.0.2.7')]);
 
     expect(result!.outcomes[0]!.status).toBe('failed');
+    await h.closeAll();
     expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
     expect(bandEntries(fake, h.aclId)).toEqual([]);
   });
@@ -115,6 +178,7 @@ describe('providers/aws-nacl apply lease', () => {
     const { result } = await providerPass(h.provider, [ban('192.0.2.7'), ban('192.0.2.8'), ban('192.0.2.9')], { signal: stop.signal });
 
     expect(result!.outcomes.filter((o) => o.skipReason === 'aborted').length).toBeGreaterThan(0);
+    await h.closeAll();
     expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
     expect(ownershipProblems(fake, h.aclId)).toEqual([]);
   });
@@ -129,8 +193,11 @@ describe('providers/aws-nacl apply lease', () => {
     const { result } = await providerPass(h.provider, [ban('192.0.2.7')], { signal: stop.signal });
 
     expect(result!.outcomes.map((o) => o.skipReason)).toEqual(['aborted']);
-    expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
     expect(bandEntries(fake, h.aclId)).toEqual([]);
+    // The claims that went out with the lease are withdrawn.
+    expect(claimsInTags(fake.tags(h.aclId))).toEqual([]);
+    await h.closeAll();
+    expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
   });
 
   it('takes over an expired lease and applies', async () => {
@@ -141,6 +208,7 @@ describe('providers/aws-nacl apply lease', () => {
 
     expect(result!.outcomes[0]!.status).toBe('applied');
     expect(bandEntries(fake, h.aclId).map(cidrOf)).toEqual(['192.0.2.7/32']);
+    await h.closeAll();
     expect(fake.tags(h.aclId)[LEASE_KEY]).toBeUndefined();
   });
 
@@ -170,6 +238,7 @@ describe('providers/aws-nacl apply lease', () => {
   it('never writes the lease when planning or when there is nothing to apply', async () => {
     const h = await harness({ fake });
     await providerPass(h.provider, [ban('192.0.2.7')]);
+    await h.closeAll();
     fake.resetCounters();
 
     await providerPass(await h.fresh(), [ban('192.0.2.8')], { apply: false });

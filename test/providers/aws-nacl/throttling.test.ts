@@ -80,6 +80,7 @@ describe('providers/aws-nacl under throttling', () => {
       `aws-nacl throttled 30% (bounded retries): ${result.passes} passes (the last one a no-op check), ${result.failed} failed changes, ${h.provider.stats().total - statsBefore} API calls (${throttled} throttled) ${JSON.stringify(fake.calls)}`,
     );
     expect(throttled).toBeGreaterThan(0);
+    await h.closeAll(); // the run ends: its lease is released
     expectExactly(h.aclId, desired);
     expect(fake.entries(h.aclId).filter((e) => e.ruleNumber >= 100)).toEqual(foreignBefore);
     expect(fake.errors.NetworkAclEntryLimitExceeded).toBeUndefined();
@@ -106,6 +107,7 @@ describe('providers/aws-nacl under throttling', () => {
     );
     expect(result.failed).toBeGreaterThan(0);
     expect(result.passes).toBeGreaterThan(2);
+    await h.closeAll();
     expectExactly(h.aclId, desired);
   });
 });
