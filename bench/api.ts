@@ -174,7 +174,16 @@ function meetsTarget(s: ScenarioFigures): string {
   }
   const planned = sum(p.map((x) => x.planned));
   const writes = sum(p.map((x) => x.writes));
-  return writes <= 1.1 * planned ? 'yes' : `no (+${Math.round((writes / planned - 1) * 100)}%)`;
+  if (writes <= 1.1 * planned) return 'yes';
+  const minimum = apiMinimum(s);
+  const vsMinimum = minimum > planned ? `; ${writes <= 1.1 * minimum ? 'within' : 'over'} 10% of the API minimum` : '';
+  return `no (+${Math.round((writes / planned - 1) * 100)}%${vsMinimum})`;
+}
+
+/** Rules that must change plus the writes the cloud needs outside the rules (metadataWrites), summed over the passes. */
+function apiMinimum(s: ScenarioFigures): number {
+  const extra = benchTargets.find((t) => t.kind === s.provider)?.metadataWrites ?? (() => 0);
+  return sum(s.passes.map((x) => x.planned + extra(x.planned)));
 }
 
 function row(s: ScenarioFigures): string {
@@ -193,6 +202,7 @@ function row(s: ScenarioFigures): string {
     perPass(p.map((x) => x.planned)),
     s.scenario === 'churn' ? perPass(p.map((x) => x.lifting)) : '–',
     planned === 0 ? '–' : `${(writes / planned).toFixed(2)}×`,
+    planned === 0 ? '–' : `${(writes / apiMinimum(s)).toFixed(2)}×`,
     converged === p.length ? 'yes' : `${converged} of ${p.length}`,
     meetsTarget(s),
   ].join(' | ');
@@ -212,10 +222,10 @@ function markdown(all: ScenarioFigures[]): string {
   const lines = [
     `## API calls per pass (real providers and runPass against the in-repo fakes; one pass a minute, ${PASSES} passes per scenario)`,
     '',
-    `Reads and writes are the calls each fake received. Planned = rules with a create, update or delete in the plan (the lower bound for writes). Lifting = planned rules that lose a CIDR, which must be rewritten whatever the placement. Converged = the CIDRs on the fake equal the desired set after the pass. Targets: steady and sliding 1 read and 0 writes per pass; churn writes within 10% of planned.`,
+    `Reads and writes are the calls each fake received. Planned = rules with a create, update or delete in the plan (the lower bound for writes). API minimum = planned plus the writes a cloud needs outside its rules (aws-nacl: one CreateTags for the claims of a pass that changes entries). Lifting = planned rules that lose a CIDR, which must be rewritten whatever the placement. Converged = the CIDRs on the fake equal the desired set after the pass. Targets: steady and sliding 1 read and 0 writes per pass; churn writes within 10% of planned.`,
     '',
-    '| provider | bans | scenario | passes | reads / pass | writes / pass | planned / pass | lifting / pass | writes ÷ planned | converged | meets target |',
-    '|---|---|---|---:|---:|---:|---:|---:|---:|---|---|',
+    '| provider | bans | scenario | passes | reads / pass | writes / pass | planned / pass | lifting / pass | writes ÷ planned | writes ÷ API minimum | converged | meets target |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|',
     ...all.map((s) => `| ${row(s)} |`),
     '',
     'Calls per pass by operation:',

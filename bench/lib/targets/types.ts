@@ -36,6 +36,12 @@ export interface BenchTarget {
   bans: Record<Family, number>;
   /** What the table should say about this provider's call pattern (why it writes or reads more than the plan). */
   note?: string;
+  /**
+   * Writes a pass with `planned` rule changes cannot avoid beyond one per
+   * rule: metadata the cloud keeps outside the rule (aws-nacl's expiry and
+   * ownership tags). Default 0.
+   */
+  metadataWrites?: (planned: number) => number;
   start(): Promise<BenchFake>;
 }
 
