@@ -80,6 +80,11 @@ if (mode === 'gen' || mode === 'all') {
   writeFileSync(bodyPath, body(N, 0));
 }
 
+if (mode === 'clean') {
+  unlinkSync(bodyPath);
+  unlinkSync(statePath);
+}
+
 if (mode === 'run' || mode === 'all') {
   // What a job process holds: the response bytes and the rules read from the target.
   const rules = JSON.parse(readFileSync(statePath, 'utf8')) as Rule[];
@@ -100,8 +105,11 @@ if (mode === 'run' || mode === 'all') {
   const parsedFloor = JSON.parse(text.toString('utf8')) as { new: unknown[] };
   const floorMs = performance.now() - t;
   if (parsedFloor.new.length !== N) throw new Error('bad synthetic body');
-  unlinkSync(bodyPath);
-  unlinkSync(statePath);
+  // `keep`: another run follows on the same files (the runner removes them with `clean`).
+  if (process.argv[5] !== 'keep') {
+    unlinkSync(bodyPath);
+    unlinkSync(statePath);
+  }
   console.log(
     JSON.stringify({
       n: N,

@@ -73,18 +73,25 @@ function hexVal(c: number): number {
   return -1;
 }
 
-/** Parses IPv6 (with optional embedded IPv4 tail); -1n when invalid. Zone ids are refused. */
-export function parseV6(s: string): bigint {
+/**
+ * Parses IPv6 (with optional embedded IPv4 tail) into eight 16-bit groups
+ * in `out`; false when invalid. Zone ids are refused. Numbers only, no
+ * bigint: the hot path parses every IPv6 decision.
+ */
+export function parseV6Groups(s: string, out: Uint16Array): boolean {
   const n = s.length;
-  if (n < 2 || n > 45) return -1n;
-  const groups: number[] = [];
-  let gap = -1; // index in `groups` where "::" stands
+  if (n < 2 || n > 45) return false;
+  let count = 0; // groups written to out[0..count)
+  let gap = -1; // index in the groups where "::" stands
   let i = 0;
   if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return -1n;
+    if (s.charCodeAt(1) !== 58) return false;
     gap = 0;
     i = 2;
-    if (i === n) return 0n;
+    if (i === n) {
+      out.fill(0);
+      return true;
+    }
   }
   let tail4 = -1;
   while (i < n) {
@@ -102,53 +109,102 @@ export function parseV6(s: string): bigint {
     if (i < n && s.charCodeAt(i) === 46) {
       // dotted IPv4 tail: must be last
       tail4 = parseV4(s.slice(start));
-      if (tail4 < 0) return -1n;
+      if (tail4 < 0) return false;
       break;
     }
-    if (digits === 0 || digits > 4) return -1n;
-    groups.push(v);
+    if (digits === 0 || digits > 4 || count >= 8) return false;
+    out[count++] = v;
     if (i === n) break;
-    if (s.charCodeAt(i) !== 58) return -1n;
+    if (s.charCodeAt(i) !== 58) return false;
     i++;
     if (i < n && s.charCodeAt(i) === 58) {
-      if (gap >= 0) return -1n;
-      gap = groups.length;
+      if (gap >= 0) return false;
+      gap = count;
       i++;
       if (i === n) break;
-    } else if (i === n) return -1n;
+    } else if (i === n) return false;
   }
-  const want = tail4 >= 0 ? 6 : 8;
+  if (tail4 >= 0) {
+    if (count > 6) return false;
+    out[count++] = Math.floor(tail4 / 65536);
+    out[count++] = tail4 & 0xffff;
+  }
   if (gap >= 0) {
-    if (groups.length > want - 1) return -1n;
-    groups.splice(gap, 0, ...new Array<number>(want - groups.length).fill(0));
-  } else if (groups.length !== want) return -1n;
-  let hi = 0n;
-  for (const g of groups) hi = (hi << 16n) | BigInt(g);
-  return tail4 >= 0 ? (hi << 32n) | BigInt(tail4) : hi;
+    if (count > 7) return false;
+    // Move the groups after "::" to the end and zero the run.
+    const after = count - gap;
+    for (let k = 0; k < after; k++) out[7 - k] = out[count - 1 - k]!;
+    for (let k = gap; k < 8 - after; k++) out[k] = 0;
+  } else if (count !== 8) return false;
+  return true;
 }
 
-/** RFC 5952 text form. */
-export function formatV6(v: bigint): string {
-  const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((v >> BigInt(i * 16)) & 0xffffn));
+/** Clears the bits after `prefix` in eight 16-bit groups. */
+function maskGroups(g: Uint16Array, prefix: number): void {
+  for (let k = 0; k < 8; k++) {
+    const keep = prefix - k * 16;
+    if (keep >= 16) continue;
+    g[k] = keep <= 0 ? 0 : g[k]! & (0xffff << (16 - keep)) & 0xffff;
+  }
+}
+
+/** RFC 5952 text form of eight 16-bit groups. */
+function formatGroups(g: Uint16Array): string {
   let bestStart = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
+    if (g[i] !== 0) {
       i++;
       continue;
     }
     let j = i;
-    while (j < 8 && groups[j] === 0) j++;
+    while (j < 8 && g[j] === 0) j++;
     if (j - i > bestLen) {
       bestStart = i;
       bestLen = j - i;
     }
     i = j;
   }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += i === 0 ? '::' : ':';
+      i += bestLen - 1;
+      continue;
+    }
+    out += g[i]!.toString(16);
+    if (i < 7) out += ':';
+  }
+  return out;
+}
+
+const scratch = new Uint16Array(8);
+
+/** Eight 16-bit groups of a 128-bit value. */
+function groupsOf(v: bigint): Uint16Array {
+  const g = new Uint16Array(8);
+  for (let k = 0; k < 8; k++) g[k] = Number((v >> BigInt((7 - k) * 16)) & 0xffffn);
+  return g;
+}
+
+/** Orders two addresses given as eight 16-bit groups. */
+function compareGroups(a: Uint16Array, b: Uint16Array): number {
+  for (let k = 0; k < 8; k++) if (a[k] !== b[k]) return a[k]! - b[k]!;
+  return 0;
+}
+
+/** Parses IPv6 (with optional embedded IPv4 tail); -1n when invalid. Zone ids are refused. */
+export function parseV6(s: string): bigint {
+  if (!parseV6Groups(s, scratch)) return -1n;
+  let v = 0n;
+  for (let k = 0; k < 8; k++) v = (v << 16n) | BigInt(scratch[k]!);
+  return v;
+}
+
+/** RFC 5952 text form. */
+export function formatV6(v: bigint): string {
+  for (let i = 7; i >= 0; i--) scratch[7 - i] = Number((v >> BigInt(i * 16)) & 0xffffn);
+  return formatGroups(scratch);
 }
 
 function parsePrefix(value: string, text: string, max: number): number {
@@ -168,11 +224,10 @@ export function parseCidr(value: string): ParsedCidr {
   const slash = value.indexOf('/');
   const addr = slash === -1 ? value : value.slice(0, slash);
   if (addr.includes(':')) {
-    const v = parseV6(addr);
-    if (v < 0n) throw new CidrError(value, 'not an IPv6 address');
+    if (!parseV6Groups(addr, scratch)) throw new CidrError(value, 'not an IPv6 address');
     const prefix = slash === -1 ? 128 : parsePrefix(value, value.slice(slash + 1), 128);
-    const masked = prefix === 0 ? 0n : v & (V6_ALL ^ ((1n << BigInt(128 - prefix)) - 1n));
-    return { cidr: `${formatV6(masked)}/${prefix}`, family: 6, prefix };
+    if (prefix < 128) maskGroups(scratch, prefix);
+    return { cidr: `${formatGroups(scratch)}/${prefix}`, family: 6, prefix };
   }
   const n = parseV4(addr);
   if (n < 0) throw new CidrError(value, 'not an IPv4 address');
@@ -332,10 +387,29 @@ export class NetIndex {
       }
       return lo < ranges.length && ranges[lo]![0] <= end;
     }
-    return this.overlapping(toNet(cidr)).length > 0;
+    // IPv6 on 16-bit groups, without bigint: first and last address of the CIDR, then the same search.
+    const slash = cidr.indexOf('/');
+    if (!parseV6Groups(slash === -1 ? cidr : cidr.slice(0, slash), scratch)) return this.overlapping(toNet(cidr)).length > 0;
+    const first = scratch.slice();
+    maskGroups(first, prefix);
+    const last = first.slice();
+    for (let k = 0; k < 8; k++) {
+      const keep = prefix - k * 16;
+      if (keep < 16) last[k] = last[k]! | (keep <= 0 ? 0xffff : 0xffff >>> keep);
+    }
+    const ranges = this.v6Ranges ?? (this.v6Ranges = list.map((n) => [groupsOf(n.start), groupsOf(n.end)] as const));
+    let lo = 0;
+    let hi = ranges.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareGroups(ranges[mid]![1], first) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < ranges.length && compareGroups(ranges[lo]![0], last) <= 0;
   }
 
   private v4Ranges: ReadonlyArray<readonly [number, number]> | undefined;
+  private v6Ranges: ReadonlyArray<readonly [Uint16Array, Uint16Array]> | undefined;
 
   /** Nets in the index that overlap `n` (merged list is disjoint and sorted by start). */
   overlapping(n: Net): Net[] {

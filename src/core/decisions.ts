@@ -9,6 +9,7 @@
  * the snapshot. A body that is not such an object (garbage, truncated JSON)
  * throws `StreamFormatError`, and the pass runs fail-static.
  */
+import { isAscii } from 'node:buffer';
 import { z } from 'zod';
 import { tryParseCidr } from './cidr.js';
 import { parseGoDuration } from './duration.js';
@@ -309,7 +310,9 @@ export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): 
   } else {
     const d = findDeleted(buf);
     deletedCount = d ? deletedItems(buf, d) : 0;
-    obj = jsonParse(d ? `${buf.toString('utf8', 0, d[0])}null${buf.toString('utf8', d[1])}` : buf.toString('utf8'));
+    // LAPI bodies are ASCII in practice: then latin1 decodes the same text as UTF-8, without the UTF-8 decoder.
+    const enc = isAscii(buf) ? 'latin1' : 'utf8';
+    obj = jsonParse(d ? `${buf.toString(enc, 0, d[0])}null${buf.toString(enc, d[1])}` : buf.toString(enc));
     if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
   }
   const rawNew = listOf(obj, 'new');

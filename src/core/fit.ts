@@ -48,6 +48,8 @@ export interface FitResult {
 interface Slotted {
   rule: Rule;
   members: Cidr[];
+  /** How many leading members were kept from the existing rule, in its order (the rest were added). */
+  kept: number;
   /** Smallest and largest member expiry, kept up to date as members are added. */
   minE: number;
   maxE: number;
@@ -73,6 +75,29 @@ function compareBans(a: Ban, b: Ban): number {
 /** Sorts a copy of `bans` by priority; cheap when everything fits (no selection needed). */
 export function rankBans(bans: readonly Ban[]): Ban[] {
   return [...bans].sort(compareBans);
+}
+
+/**
+ * A rule's members in sorted order. The members kept from an existing rule
+ * come first, in that rule's order, which is already sorted when this
+ * planner wrote it: then only the added ones are sorted and merged in (a
+ * churn pass touches rules of thousands of CIDRs to add a few).
+ */
+function sortedMembers(s: Slotted): Cidr[] {
+  const m = s.members;
+  const k = s.kept;
+  for (let i = 1; i < k; i++) if (m[i - 1]! > m[i]!) return m.sort();
+  if (k === m.length) return m;
+  const added = m.slice(k).sort();
+  if (k === 0) return added;
+  const out: Cidr[] = new Array<Cidr>(m.length);
+  let i = 0;
+  let j = 0;
+  let o = 0;
+  while (i < k && j < added.length) out[o++] = m[i]! <= added[j]! ? m[i++]! : added[j++]!;
+  while (i < k) out[o++] = m[i++]!;
+  while (j < added.length) out[o++] = added[j++]!;
+  return out;
 }
 
 function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
@@ -150,6 +175,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     slots.push({
       rule: r,
       members,
+      kept: members.length,
       minE,
       maxE,
       recorded: r.expiresAt,
@@ -238,6 +264,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       if (vacant.length > 0) {
         s = vacant.splice(vi >= 0 ? vi : 0, 1)[0]!;
         s.vacant = false;
+        s.kept = 0;
         s.minE = Infinity;
         s.maxE = -Infinity;
         s.rule = { ...s.rule, family: f };
@@ -245,6 +272,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
         s = {
           rule: { pool: pool.id, slot: freeSlots.shift()!, family: f, cidrs: [], expiresAt: b.expiresAt },
           members: [],
+          kept: 0,
           minE: Infinity,
           maxE: -Infinity,
           recorded: b.expiresAt,
@@ -295,7 +323,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     const shortened = maxE < s.recorded - m;
     const runningOut = maxE > s.recorded && s.recorded - now < m;
     if (!s.existing || s.touched || shortened || runningOut) expiresAt = maxE;
-    const cidrs = s.touched || !s.existing ? s.members.sort() : s.rule.cidrs;
+    const cidrs = s.touched || !s.existing ? sortedMembers(s) : s.rule.cidrs;
     rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
   }
   return { rules, vacated, unenforced, bucketOverflow };

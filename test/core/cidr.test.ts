@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import ipaddr from 'ipaddr.js';
 import { NetIndex, contains, formatV6, merge, netToCidr, overlaps, parseCidr, parseV4, parseV6, subtract, toNet, tryParseCidr } from '../../src/core/cidr.js';
 
 const v4 = fc.tuple(fc.nat(0xffffffff), fc.integer({ min: 0, max: 32 })).map(([n, p]) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}/${p}`);
@@ -47,6 +48,44 @@ describe('core/cidr', () => {
         expect(parseCidr(p.cidr).cidr).toBe(p.cidr);
         expect(parseV6(p.cidr.split('/')[0]!)).toBe(toNet(p.cidr).start);
       }),
+    );
+  });
+
+  it('agrees with ipaddr.js on every IPv6 address, in full, compressed and mixed notation, with or without a prefix', () => {
+    // Groups biased towards zeros, so "::" runs of every length and position occur.
+    const group = fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
+    fc.assert(
+      fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), fc.option(fc.integer({ min: 0, max: 128 })), fc.constantFrom('full', 'short', 'mixed'), (groups, prefix, style) => {
+        const addr = ipaddr.IPv6.parse(groups.map((g) => g.toString(16)).join(':'));
+        const text =
+          style === 'full'
+            ? groups.map((g) => g.toString(16).padStart(4, '0').toUpperCase()).join(':')
+            : style === 'short'
+              ? addr.toString()
+              : `${groups.slice(0, 6).map((g) => g.toString(16)).join(':')}:${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
+        const p = prefix ?? 128;
+        const expected = ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${p}`).toRFC5952String();
+        expect(parseCidr(prefix === null ? text : `${text}/${prefix}`)).toEqual({ cidr: `${expected}/${p}`, family: 6, prefix: p });
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('NetIndex.overlapsCidr answers like a scan of every entry, for IPv4 and IPv6', () => {
+    // Nets drawn near each other (a shared high part), so overlaps and near misses both occur.
+    const v6near = fc.tuple(fc.integer({ min: 0, max: 3 }), fc.bigInt({ min: 0n, max: (1n << 80n) - 1n }), fc.integer({ min: 32, max: 128 })).map(([hi, lo, p]) => parseCidr(`${formatV6((0x20010db8n << 96n) | (BigInt(hi) << 80n) | lo)}/${p}`).cidr);
+    const v4near = fc.tuple(fc.nat(0xffff), fc.integer({ min: 8, max: 32 })).map(([n, p]) => parseCidr(`10.${n >> 8}.${n & 255}.${(n * 7) & 255}/${p}`).cidr);
+    const cidr = fc.oneof(v6near, v4near);
+    fc.assert(
+      fc.property(fc.array(cidr, { maxLength: 8 }), fc.array(cidr, { minLength: 1, maxLength: 20 }), (entries, probes) => {
+        const nets = entries.map(toNet);
+        const index = new NetIndex(nets);
+        for (const c of probes) {
+          const p = parseCidr(c);
+          expect(index.overlapsCidr(p.cidr, p.family, p.prefix), `${c} against ${entries.join(', ')}`).toBe(nets.some((n) => overlaps(n, toNet(c))));
+        }
+      }),
+      { numRuns: 1000 },
     );
   });
 
