@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StreamFormatError, parseStreamBody } from '../../src/core/decisions.js';
 import { parseGoDuration } from '../../src/core/duration.js';
@@ -44,6 +45,48 @@ describe('core/decisions', () => {
     const v4 = r.decisions.find((d) => d.cidr === '192.0.2.10/32')!;
     expect(v4.expiresAt).toBeCloseTo(NOW + parseGoDuration('3h59m54.91194994s'), 0);
     expect(v4).toMatchObject({ scope: 'ip', type: 'ban', origin: 'cscli', family: 4, prefix: 32 });
+  });
+
+  it('reads `new` exactly as a plain JSON.parse of the whole body does, whatever the strings hold', () => {
+    // Strings full of JSON punctuation (the `deleted` scanner must not be fooled), nested extra keys, long lists.
+    const tricky = fc.string({ unit: fc.constantFrom('a', ',', '[', ']', '{', '}', '"', '\\', ':', ' ', 'é', '\n'), maxLength: 12 });
+    const item = fc.record({ n: fc.nat(255), scenario: tricky, extra: fc.option(fc.array(fc.dictionary(tricky, tricky, { maxKeys: 2 }), { maxLength: 2 })), range: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(item, { minLength: 0, maxLength: 40 }), fc.oneof(fc.constantFrom(0, 1998, 1999, 2000, 2001, 3999, 4000), fc.integer({ min: 0, max: 4100 })), fc.boolean(), (items, pad, newFirst) => {
+        // The padding's strings hold unbalanced brackets and commas too.
+        const list = Array.from({ length: pad }, (_, i) => ({ n: i % 256, scenario: i % 2 ? '{,' : '},', extra: null, range: false })).concat(items);
+        const news = list.map((x, i) => ({
+          duration: '1h',
+          id: i,
+          origin: 'crowdsec',
+          scenario: x.scenario,
+          scope: x.range ? 'Range' : 'Ip',
+          type: 'ban',
+          value: x.range ? `10.${x.n}.0.0/16` : `192.0.2.${x.n}`,
+          ...(x.extra ? { meta: x.extra } : {}),
+        }));
+        const deleted = [{ duration: '-1s', origin: 'x', scenario: ',]}"', scope: 'Ip', type: 'ban', value: '192.0.2.1' }];
+        const body = newFirst ? JSON.stringify({ new: news, deleted }) : JSON.stringify({ deleted, new: news });
+        const pieces = parseStreamBody(Buffer.from(body), opts);
+        const whole = parseStreamBody(Buffer.from(body), { ...opts, includeDeleted: true });
+        expect(pieces.decisions).toEqual(whole.decisions);
+        expect(pieces.decisions).toHaveLength(news.length);
+        expect(pieces.deletedCount).toBe(1);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('refuses a trailing comma in `new` wherever it falls, as JSON.parse does', () => {
+    const item = '{"duration":"1h","origin":"crowdsec","scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.1"}';
+    for (const n of [1, 1999, 2000, 2001, 4000]) {
+      const body = `{"deleted":[],"new":[${Array(n).fill(item).join(',')},]}`;
+      expect(() => JSON.parse(body)).toThrow();
+      expect(() => parseStreamBody(Buffer.from(body), opts), `${n} items`).toThrow(StreamFormatError);
+    }
+    // A missing element between commas, and garbage inside a later piece.
+    expect(() => parseStreamBody(Buffer.from(`{"deleted":null,"new":[${Array(2500).fill(item).join(',')},,${item}]}`), opts)).toThrow(StreamFormatError);
+    expect(() => parseStreamBody(Buffer.from(`{"deleted":null,"new":[${Array(2500).fill(item).join(',')},{"value":tru}]}`), opts)).toThrow(StreamFormatError);
   });
 
   it('accepts null lists', () => {
