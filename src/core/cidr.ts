@@ -231,8 +231,11 @@ export function parseCidr(value: string): ParsedCidr {
   }
   const n = parseV4(addr);
   if (n < 0) throw new CidrError(value, 'not an IPv4 address');
-  const prefix = slash === -1 ? 32 : parsePrefix(value, value.slice(slash + 1), 32);
-  const masked = prefix === 0 ? 0 : prefix === 32 ? n : (n - (n % 2 ** (32 - prefix))) >>> 0;
+  // parseV4 refuses leading zeros, so a valid dotted quad is already canonical: a host needs no formatting.
+  if (slash === -1) return { cidr: `${value}/32`, family: 4, prefix: 32 };
+  const prefix = parsePrefix(value, value.slice(slash + 1), 32);
+  if (prefix === 32 && slash === value.length - 3) return { cidr: value, family: 4, prefix }; // "/32", not "/032"
+  const masked = prefix === 0 ? 0 : (n - (n % 2 ** (32 - prefix))) >>> 0;
   return { cidr: `${formatV4(masked)}/${prefix}`, family: 4, prefix };
 }
 
