@@ -208,7 +208,7 @@ function watch(sample: Sample, look: () => Record<TargetKind, Set<string>>): Pro
 
 // --- Report -------------------------------------------------------------------------
 
-/** The aws-nacl default `lease_settle`, when the provider has one: a wait inside every apply that writes. */
+/** The aws-nacl default `lease_settle`, when the provider has one: a wait inside an apply that takes the lease. */
 function naclLeaseSettleMs(): number | undefined {
   const defaults = awsNaclConfigSchema.parse({ region: 'eu-west-1', network_acl_id: 'acl-0123456789abcdef0' }) as Record<string, unknown>;
   return typeof defaults.lease_settle === 'number' ? defaults.lease_settle : undefined;
@@ -239,7 +239,9 @@ function markdown(samples: readonly Sample[], cutShort: boolean, wallMs: number)
   }
   const settle = naclLeaseSettleMs();
   if (settle !== undefined && settle > 0) {
-    notes.push(`aws-nacl: every apply that writes takes the NACL's apply lease and waits \`lease_settle\` (default ${settle / 1000} s) before reading it back (EC2 tag writes are eventually consistent), so that wait is in every aws-nacl figure.`);
+    notes.push(
+      `aws-nacl: the daemon's first apply takes the NACL's apply lease and waits \`lease_settle\` (default ${settle / 1000} s) before reading it back (EC2 tag writes are eventually consistent); later applies find the lease still theirs and skip the wait, unless it lapsed (no write for three quarters of \`lease_ttl\`).`,
+    );
   }
   return [
     heading,
