@@ -350,7 +350,9 @@ export class AwsNaclProvider implements Provider {
       fresh = first;
       this.ctx.log.debug({ target: this.target, runId: lease.runId }, 'applying under the lease this process holds');
     } else {
-      if (this.lease) await this.releaseLease(client, this.lease);
+      // A lease this process held but that lapsed (or another run took) is simply forgotten: taking
+      // the lease overwrites the tag, so releasing it first would be a wasted call.
+      this.lease = undefined;
       lease = await this.takeLease(client, first, writer, original, signal);
       if (lease.writeError !== undefined) return { outcomes: changes.map((change) => ({ change, status: 'failed', error: lease!.writeError })), calls: this.calls.total - before };
       // The lease is kept after the apply (released by close()), so the next apply of this process writes no lease of its own.

@@ -11,7 +11,7 @@ import { RetryableError } from '../../../src/core/errors.js';
 import { startFakeEc2, type FakeEc2 } from '../../fakes/ec2/server.js';
 import { ban } from '../../helpers/bans.js';
 import { providerPass } from '../../helpers/pass.js';
-import { LEASE_KEY, bandEntries, cidrOf, claimsInTags, harness, ownershipProblems, useEnvCredentials } from './harness.js';
+import { LEASE_KEY, bandEntries, cidrOf, claimsInTags, expireLease, harness, ownershipProblems, useEnvCredentials } from './harness.js';
 
 let fake: FakeEc2;
 let restoreEnv: () => void;
@@ -135,6 +135,21 @@ describe('providers/aws-nacl apply lease', () => {
     expect(Number(renewed.split('@')[1]) * 1000).toBeGreaterThanOrEqual(wall + 3000);
     // Still one tag write (claims and renewal together) and no read-back.
     expect(fake.calls).toEqual({ DescribeNetworkAcls: 2, CreateTags: 1, CreateNetworkAclEntry: 1 });
+  });
+
+  it('takes the lease again, in the claims CreateTags and without releasing the old one, once the lease it held has lapsed', async () => {
+    const h = await harness({ fake });
+    await providerPass(h.provider, [ban('192.0.2.7')]);
+    const before = fake.tags(h.aclId)[LEASE_KEY]!;
+    expireLease(fake, h.aclId);
+    fake.resetCounters();
+
+    await providerPass(h.provider, [ban('192.0.2.7'), ban('192.0.2.8')]);
+
+    expect(fake.calls).toEqual({ DescribeNetworkAcls: 3, CreateTags: 1, CreateNetworkAclEntry: 1 });
+    const after = fake.tags(h.aclId)[LEASE_KEY]!;
+    expect(after).not.toBe(before);
+    expect(after.split('@')[0]).toMatch(/\.2$/);
   });
 
   it('writes no entry and fails with lease_lost when another writer rewrites a claim tag before the read-back', async () => {
