@@ -54,7 +54,7 @@ describe('core/decisions', () => {
     fc.assert(
       fc.property(fc.array(item, { minLength: 0, maxLength: 40 }), fc.oneof(fc.constantFrom(0, 1998, 1999, 2000, 2001, 3999, 4000), fc.integer({ min: 0, max: 4100 })), fc.boolean(), (items, pad, newFirst) => {
         // The padding's strings hold unbalanced brackets and commas too.
-        const list = Array.from({ length: pad }, (_, i) => ({ n: i % 256, scenario: i % 2 ? '{,' : '},', extra: null, range: false })).concat(items);
+        const list: typeof items = [...Array.from({ length: pad }, (_, i) => ({ n: i % 256, scenario: i % 2 ? '{,' : '},', extra: null, range: false })), ...items];
         const news = list.map((x, i) => ({
           duration: '1h',
           id: i,
