@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { MAX_DURATION_MS, parseGoDuration } from './core/duration.js';
 import { tryParseCidr } from './core/cidr.js';
+import { DEFAULT_RETRY, type QueueOptions, type RetryOptions } from './core/queue.js';
 
 /** A Go-style duration string (`90s`, `1h30m`) or a number of seconds; parsed to milliseconds. */
 export const duration = () =>
@@ -53,3 +54,21 @@ export const retrySchema = z
     max_delay: duration().optional(),
   })
   .strict();
+
+/** A target's `queue` keys over the provider's defaults. */
+export function queueOptions(c: z.infer<typeof queueSchema> | undefined, defaults: QueueOptions): QueueOptions {
+  return {
+    concurrency: c?.concurrency ?? defaults.concurrency,
+    intervalCap: c?.interval_cap ?? defaults.intervalCap,
+    intervalMs: c?.interval ?? defaults.intervalMs,
+  };
+}
+
+/** A target's `retry` keys over the shared defaults. */
+export function retryOptions(c: z.infer<typeof retrySchema> | undefined, defaults: RetryOptions = DEFAULT_RETRY): RetryOptions {
+  return {
+    attempts: c?.attempts ?? defaults.attempts,
+    baseDelayMs: c?.base_delay ?? defaults.baseDelayMs,
+    maxDelayMs: c?.max_delay ?? defaults.maxDelayMs,
+  };
+}

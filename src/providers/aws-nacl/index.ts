@@ -124,7 +124,7 @@
  * server. The SDK is loaded lazily, when the first call is made.
  */
 import { z } from 'zod';
-import { duration, queueSchema, retrySchema } from '../../schema.js';
+import { duration, queueOptions, queueSchema, retryOptions, retrySchema } from '../../schema.js';
 import { AwsNaclProvider } from './nacl-provider.js';
 import { RULE_NUMBER_MAX, RULE_NUMBER_MIN } from './mapping.js';
 import type { ProviderModule } from '../provider.js';
@@ -200,16 +200,8 @@ export const provider: ProviderModule<AwsNaclConfig> = {
         requestTimeoutMs: config.request_timeout,
         leaseSettleMs: config.lease_settle,
         leaseTtlMs: config.lease_ttl,
-        queue: {
-          concurrency: config.queue?.concurrency ?? DEFAULT_QUEUE.concurrency,
-          intervalCap: config.queue?.interval_cap ?? DEFAULT_QUEUE.intervalCap,
-          intervalMs: config.queue?.interval ?? DEFAULT_QUEUE.intervalMs,
-        },
-        retry: {
-          attempts: config.retry?.attempts ?? DEFAULT_RETRY.attempts,
-          baseDelayMs: config.retry?.base_delay ?? DEFAULT_RETRY.baseDelayMs,
-          maxDelayMs: config.retry?.max_delay ?? DEFAULT_RETRY.maxDelayMs,
-        },
+        queue: queueOptions(config.queue, DEFAULT_QUEUE),
+        retry: retryOptions(config.retry, DEFAULT_RETRY),
       },
       ctx,
     );

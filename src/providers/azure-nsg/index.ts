@@ -59,8 +59,8 @@
 import type PQueue from 'p-queue';
 import { z } from 'zod';
 import { OwnershipConflictError, RetryableError } from '../../core/errors.js';
-import { DEFAULT_RETRY, applyPhased, createQueue, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
-import { duration, queueSchema, retrySchema } from '../../schema.js';
+import { applyPhased, createQueue, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
+import { duration, queueOptions, queueSchema, retryOptions, retrySchema } from '../../schema.js';
 import { countCall, emptyStats, staleChanges } from '../provider.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, TargetState } from '../../core/types.js';
@@ -172,16 +172,9 @@ export class AzureNsgProvider implements Provider {
       maxRules: Math.min(cfg.max_rules ?? bandSize, bandSize, AZURE_LIMITS.rulesPerNsg),
       bucketMs: cfg.bucket,
     };
-    this.retry = {
-      attempts: cfg.retry?.attempts ?? DEFAULT_RETRY.attempts,
-      baseDelayMs: cfg.retry?.base_delay ?? DEFAULT_RETRY.baseDelayMs,
-      maxDelayMs: cfg.retry?.max_delay ?? DEFAULT_RETRY.maxDelayMs,
-    };
-    this.queueOptions = {
-      concurrency: 1,
-      intervalCap: cfg.queue?.interval_cap ?? DEFAULT_QUEUE.intervalCap,
-      intervalMs: cfg.queue?.interval ?? DEFAULT_QUEUE.intervalMs,
-    };
+    this.retry = retryOptions(cfg.retry);
+    // One write at a time whatever the config says: Azure runs one operation per NSG.
+    this.queueOptions = { ...queueOptions(cfg.queue, DEFAULT_QUEUE), concurrency: 1 };
     this.nsgKey = `${cfg.endpoint ?? 'https://management.azure.com'}/subscriptions/${cfg.subscription_id}/resourceGroups/${cfg.resource_group}/providers/Microsoft.Network/networkSecurityGroups/${cfg.nsg_name}`.toLowerCase();
   }
 

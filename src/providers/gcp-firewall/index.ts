@@ -69,8 +69,8 @@ import { randomUUID } from 'node:crypto';
 import type PQueue from 'p-queue';
 import { z } from 'zod';
 import { FatalError, OwnershipConflictError, QuotaExceededError, RetryableError } from '../../core/errors.js';
-import { DEFAULT_RETRY, applyPhased, createQueue, realSleep, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
-import { duration, queueSchema, retrySchema } from '../../schema.js';
+import { applyPhased, createQueue, realSleep, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
+import { duration, queueOptions, queueSchema, retryOptions, retrySchema } from '../../schema.js';
 import { countCall, emptyStats, staleChanges } from '../provider.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, TargetState } from '../../core/types.js';
@@ -189,16 +189,8 @@ export class GcpFirewallProvider implements Provider {
       targetTags: cfg.target_tags ?? [],
       targetServiceAccounts: cfg.target_service_accounts ?? [],
     };
-    this.retry = {
-      attempts: cfg.retry?.attempts ?? DEFAULT_RETRY.attempts,
-      baseDelayMs: cfg.retry?.base_delay ?? DEFAULT_RETRY.baseDelayMs,
-      maxDelayMs: cfg.retry?.max_delay ?? DEFAULT_RETRY.maxDelayMs,
-    };
-    this.queue = createQueue({
-      concurrency: cfg.queue?.concurrency ?? DEFAULT_QUEUE.concurrency,
-      intervalCap: cfg.queue?.interval_cap ?? DEFAULT_QUEUE.intervalCap,
-      intervalMs: cfg.queue?.interval ?? DEFAULT_QUEUE.intervalMs,
-    });
+    this.retry = retryOptions(cfg.retry);
+    this.queue = createQueue(queueOptions(cfg.queue, DEFAULT_QUEUE));
   }
 
   stats(): CallStats {
