@@ -66,7 +66,14 @@ export function backoffDelay(retry: number, opts: RetryOptions, random: () => nu
  */
 export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
-  opts: RetryOptions & { sleep?: Sleep; random?: () => number; signal?: AbortSignal; onRetry?: (err: RetryableError, attempt: number, delayMs: number) => void },
+  opts: RetryOptions & {
+    sleep?: Sleep;
+    random?: () => number;
+    signal?: AbortSignal;
+    onRetry?: (err: RetryableError, attempt: number, delayMs: number) => void;
+    /** A retryable error this accepts is thrown at once (e.g. the caller's own deadline has passed). */
+    final?: (err: RetryableError) => boolean;
+  },
 ): Promise<T> {
   const attempts = Math.max(1, Math.min(10, Math.floor(opts.attempts)));
   const sleep = opts.sleep ?? realSleep;
@@ -75,7 +82,7 @@ export async function withRetry<T>(
     try {
       return await fn(attempt);
     } catch (err) {
-      if (!isRetryable(err) || attempt >= attempts || opts.signal?.aborted) throw err;
+      if (!isRetryable(err) || attempt >= attempts || opts.signal?.aborted || opts.final?.(err)) throw err;
       const delay = backoffDelay(attempt, opts, random, err.retryAfterMs);
       opts.onRetry?.(err, attempt, delay);
       await sleep(delay, opts.signal);

@@ -215,9 +215,10 @@ export class GcpFirewallProvider implements Provider {
     return this.apiPromise;
   }
 
-  private retrying<T>(what: string, slot: string | undefined, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private retrying<T>(what: string, slot: string | undefined, fn: () => Promise<T>, signal?: AbortSignal, final?: (err: RetryableError) => boolean): Promise<T> {
     return withRetry(fn, {
       ...this.retry,
+      ...(final ? { final } : {}),
       sleep: this.deps.sleep,
       random: this.deps.random,
       // After an abort the attempt in flight finishes, but no new attempt starts.
@@ -250,18 +251,30 @@ export class GcpFirewallProvider implements Provider {
     const deadline = Date.now() + this.cfg.operation_timeout;
     const sleep = this.deps.sleep ?? realSleep;
     let op = first;
+    const timedOut = (cause: unknown) =>
+      new RetryableError(`${c.kind} of rule ${c.slot}: operation ${op.name} is still ${op.status} after ${this.cfg.operation_timeout} ms; the next pass reads what it did`, {
+        cause,
+        code: 'OperationTimeout',
+      });
     while (op.status !== 'DONE') {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new RetryableError(`${c.kind} of rule ${c.slot}: operation ${op.name} is still ${op.status} after ${this.cfg.operation_timeout} ms; the next pass reads what it did`, {
-          cause: op,
-          code: 'OperationTimeout',
-        });
-      }
+      if (deadline - Date.now() <= 0) throw timedOut(op);
       const name = op.name;
       const before = op.status;
-      // The write is in flight: its wait is not cut short by an abort.
-      op = await this.retrying('wait operation', c.slot, () => api.wait(name, Math.min(left, WAIT_CALL_MS)));
+      // A wait call gets what is left of operation_timeout; one that this cut short is the operation's timeout, not retried.
+      let cut = false;
+      const waitOnce = () => {
+        const left = Math.max(1, deadline - Date.now());
+        cut = left < WAIT_CALL_MS;
+        return api.wait(name, Math.min(left, WAIT_CALL_MS));
+      };
+      const ownDeadline = (err: RetryableError) => err.code === 'timeout' && cut;
+      try {
+        // The write is in flight: its wait is not cut short by an abort.
+        op = await this.retrying('wait operation', c.slot, waitOnce, undefined, ownDeadline);
+      } catch (err) {
+        if (err instanceof RetryableError && ownDeadline(err)) throw timedOut(err);
+        throw err;
+      }
       if (op.status !== 'DONE' && op.status === before) await sleep(this.cfg.poll_interval);
     }
     const failure = op.error?.errors[0];

@@ -65,6 +65,8 @@ export interface FakeBehaviour {
   pollsUntilDone?: number;
   /** `operations.wait` drives the operation to DONE (default true); false: one step per wait, like a wait that timed out. */
   waitCompletes?: boolean;
+  /** With `waitCompletes: false`, how long a wait holds its answer first (default 0), as the server-side long poll does (up to 2 min). */
+  waitHoldsMs?: number;
   /** An operation nobody polls finishes by itself after this long (default 200 ms), as Compute's do when the client has gone. */
   operationMs?: number;
   /** What an injected throttle looks like (default `mixed`: 403 rateLimitExceeded or 429, seeded). */
@@ -195,7 +197,7 @@ export class FakeCompute {
   }
 
   private static defaults(): FakeCompute['behaviour'] {
-    return { pollsUntilDone: 2, waitCompletes: true, operationMs: 200, throttleStyle: 'mixed', retryAfterSec: undefined, quotaStyle: 'http', pageSize: 500 };
+    return { pollsUntilDone: 2, waitCompletes: true, waitHoldsMs: 0, operationMs: 200, throttleStyle: 'mixed', retryAfterSec: undefined, quotaStyle: 'http', pageSize: 500 };
   }
 
   async start(): Promise<string> {
@@ -569,6 +571,9 @@ export class FakeCompute {
         if (op === 'globalOperations.get' && method !== 'GET') throw new ApiError(405, 'methodNotAllowed', `Method ${method} is not allowed.`);
         const o = p.ops.get(decodeURIComponent(m[2]!));
         if (!o) throw new ApiError(404, 'notFound', `The resource 'projects/${project}/global/operations/${m[2]}' was not found`);
+        const holds = op === 'globalOperations.wait' && !this.behaviour.waitCompletes ? this.behaviour.waitHoldsMs : 0;
+        if (holds > 0 && o.status !== 'DONE') await new Promise((resolve) => setTimeout(resolve, holds));
+        if (res.destroyed) return;
         this.step(p, o, op === 'globalOperations.wait' && this.behaviour.waitCompletes);
         return this.send(res, 200, this.opJson(o));
       }

@@ -168,6 +168,23 @@ describe('providers/gcp-firewall/client: operations', () => {
     expect((timedOut.result!.outcomes[0]!.error as RetryableError).code).toBe('OperationTimeout');
   });
 
+  it('cuts a long-polling wait at operation_timeout and reports OperationTimeout, without retrying the cut wait', async () => {
+    const project = newProject(fake);
+    // The server holds each wait far longer than the provider's budget, as a real 2-minute long poll can.
+    fake.setBehaviour({ waitCompletes: false, waitHoldsMs: 3_000, pollsUntilDone: 1_000_000, operationMs: 60_000 });
+    const provider = makeProvider(fake, project, { operation_timeout: '300ms', poll_interval: '20ms' });
+    const before = fake.calls.byOp['globalOperations.wait'] ?? 0;
+    const started = Date.now();
+    const { result } = await providerPass(provider, [ban('192.0.2.1')]);
+    const tookMs = Date.now() - started;
+    expect(result!.outcomes[0]).toMatchObject({ status: 'failed', error: expect.any(RetryableError) });
+    expect((result!.outcomes[0]!.error as RetryableError).code).toBe('OperationTimeout');
+    expect((result!.outcomes[0]!.error as Error).message).toMatch(/is still (PENDING|RUNNING) after 300 ms/);
+    expect((fake.calls.byOp['globalOperations.wait'] ?? 0) - before).toBe(1);
+    // Not a timed assertion on speed: the pass must not have sat through the server's hold (or retried into it).
+    expect(tookMs).toBeLessThan(3_000);
+  });
+
   it('starts no write after an abort and lets the one in flight finish', async () => {
     const project = newProject(fake);
     const provider = makeProvider(fake, project, { ranges_per_rule: 1, queue: { concurrency: 1, interval_cap: 100, interval: '1s' } });
