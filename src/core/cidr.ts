@@ -36,13 +36,13 @@ const BITS: Record<Family, number> = { 4: 32, 6: 128 };
 const V4_MAX = 0xffffffff;
 const V6_ALL = (1n << 128n) - 1n;
 
-/** Parses dotted-quad IPv4; -1 when invalid. Leading zeros are refused (ambiguous octal). */
-export function parseV4(s: string): number {
+/** Parses dotted-quad IPv4 in `s` up to `end`; -1 when invalid. Leading zeros are refused (ambiguous octal). */
+export function parseV4(s: string, end = s.length): number {
   let acc = 0;
   let part = 0;
   let digits = 0;
   let dots = 0;
-  for (let i = 0; i < s.length; i++) {
+  for (let i = 0; i < end; i++) {
     const c = s.charCodeAt(i);
     if (c === 46) {
       if (digits === 0) return -1;
@@ -78,8 +78,8 @@ function hexVal(c: number): number {
  * in `out`; false when invalid. Zone ids are refused. Numbers only, no
  * bigint: the hot path parses every IPv6 decision.
  */
-export function parseV6Groups(s: string, out: Uint16Array): boolean {
-  const n = s.length;
+export function parseV6Groups(s: string, out: Uint16Array, end = s.length): boolean {
+  const n = end;
   if (n < 2 || n > 45) return false;
   let count = 0; // groups written to out[0..count)
   let gap = -1; // index in the groups where "::" stands
@@ -108,7 +108,7 @@ export function parseV6Groups(s: string, out: Uint16Array): boolean {
     }
     if (i < n && s.charCodeAt(i) === 46) {
       // dotted IPv4 tail: must be last
-      tail4 = parseV4(s.slice(start));
+      tail4 = parseV4(s.slice(start, n));
       if (tail4 < 0) return false;
       break;
     }
@@ -179,6 +179,9 @@ function formatGroups(g: Uint16Array): string {
 }
 
 const scratch = new Uint16Array(8);
+/** The first and last address of the CIDR NetIndex.overlapsCidr is checking (synchronous, so shared). */
+const overlapFirst = new Uint16Array(8);
+const overlapLast = new Uint16Array(8);
 
 /** Eight 16-bit groups of a 128-bit value. */
 function groupsOf(v: bigint): Uint16Array {
@@ -377,8 +380,10 @@ export class NetIndex {
   overlapsCidr(cidr: Cidr, family: Family, prefix: number): boolean {
     const list = this.byFamily[family];
     if (list.length === 0) return false;
+    const at = cidr.indexOf('/');
+    const slash = at === -1 ? cidr.length : at;
     if (family === 4) {
-      const start = parseV4(cidr.slice(0, cidr.indexOf('/')));
+      const start = parseV4(cidr, slash);
       const end = start + 2 ** (32 - prefix) - 1;
       const ranges = this.v4Ranges ?? (this.v4Ranges = list.map((n) => [Number(n.start), Number(n.end)] as const));
       let lo = 0;
@@ -391,11 +396,11 @@ export class NetIndex {
       return lo < ranges.length && ranges[lo]![0] <= end;
     }
     // IPv6 on 16-bit groups, without bigint: first and last address of the CIDR, then the same search.
-    const slash = cidr.indexOf('/');
-    if (!parseV6Groups(slash === -1 ? cidr : cidr.slice(0, slash), scratch)) return this.overlapping(toNet(cidr)).length > 0;
-    const first = scratch.slice();
+    const first = overlapFirst;
+    if (!parseV6Groups(cidr, first, slash)) return this.overlapping(toNet(cidr)).length > 0;
     maskGroups(first, prefix);
-    const last = first.slice();
+    const last = overlapLast;
+    last.set(first);
     for (let k = 0; k < 8; k++) {
       const keep = prefix - k * 16;
       if (keep < 16) last[k] = last[k]! | (keep <= 0 ? 0xffff : 0xffff >>> keep);

@@ -8,7 +8,7 @@
  */
 import { netToCidr, subtract, toNet, type NetIndex } from './cidr.js';
 import { ORIGIN_CLASS_RANK } from './types.js';
-import type { Ban, Decision, Family, OriginClass, Refused, Rule } from './types.js';
+import type { Ban, Cidr, Decision, Family, OriginClass, Refused, Rule } from './types.js';
 
 export interface Guards {
   /** Broadest prefix accepted per family (default /16 for IPv4, /48 for IPv6). */
@@ -22,6 +22,12 @@ export const DEFAULT_GUARDS: Guards = { minPrefix: { 4: 16, 6: 48 }, maxTtlMs: 7
 export interface DesiredResult {
   bans: Ban[];
   refused: Refused[];
+  /**
+   * CIDR → its position in `bans`, when the map built to merge duplicates is
+   * exactly that (nothing was refused or split): the planner reuses it
+   * instead of hashing every CIDR again.
+   */
+  index?: ReadonlyMap<Cidr, number> | undefined;
 }
 
 /** Merge two bans of the same CIDR: longest expiry, strongest origin class. */
@@ -40,10 +46,15 @@ export function computeDesired(
   extra: readonly Ban[] = [],
 ): DesiredResult {
   const refused: Refused[] = [];
-  const byCidr = new Map<string, Ban>();
+  // CIDR → position in `all`: one lookup per ban, a second write only for a duplicate.
+  const byCidr = new Map<Cidr, number>();
+  const all: Ban[] = [];
   const add = (b: Ban) => {
-    const prev = byCidr.get(b.cidr);
-    byCidr.set(b.cidr, prev ? mergeBan(prev, b) : b);
+    const i = byCidr.get(b.cidr);
+    if (i === undefined) {
+      byCidr.set(b.cidr, all.length);
+      all.push(b);
+    } else all[i] = mergeBan(all[i]!, b);
   };
   for (const d of decisions) {
     if (d.expiresAt <= now) {
@@ -60,7 +71,7 @@ export function computeDesired(
   const pieces: Ban[] = [];
   const maxExpiry = now + guards.maxTtlMs;
   const hasWhitelist = whitelist.size > 0;
-  for (const b of byCidr.values()) {
+  for (const b of all) {
     if (b.prefix < guards.minPrefix[b.family]) {
       refused.push({
         value: b.cidr,
@@ -88,7 +99,7 @@ export function computeDesired(
     refused.push({ value: b.cidr, reason: 'whitelisted', detail: `split into ${split.length} CIDRs around whitelist ${around}`, source: b.source, origin: b.origin, scenario: b.scenario });
     for (const p of split) pieces.push({ ...capped, cidr: netToCidr(p), prefix: p.prefix });
   }
-  if (pieces.length === 0) return { bans, refused };
+  if (pieces.length === 0) return { bans, refused, index: bans.length === all.length ? byCidr : undefined };
   // Pieces of a split range may coincide with another ban or another piece: merge those.
   const index = new Map<string, number>();
   bans.forEach((b, i) => index.set(b.cidr, i));

@@ -104,20 +104,25 @@ function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
   return { cidr: b.cidr, family: b.family, expiresAt: b.expiresAt, origin: b.origin, originClass: b.originClass, reason };
 }
 
-export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy, now: number): FitResult {
+/**
+ * `index` (optional): CIDR → position in `bans`, as `computeDesired` returns
+ * it. It is used when every ban is selected (then it is the selection's own
+ * index), which spares hashing every CIDR again on each pass.
+ */
+export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy, now: number, index?: ReadonlyMap<Cidr, number>): FitResult {
   const families = new Set<Family>(pool.families);
   const cpr = Math.max(1, pool.cidrsPerRule);
   const limitReason = pool.ruleLimitReason ?? 'capacity';
   const perFamilyRules = (f: Family): number => Math.min(pool.maxRules, pool.maxRulesPerFamily?.[f] ?? pool.maxRules);
   const cidrCap = Math.min(pool.maxCidrs, pool.maxRules * cpr);
 
-  const eligible = bans.filter((b) => families.has(b.family));
+  const eligible = families.has(4) && families.has(6) ? bans : bans.filter((b) => families.has(b.family));
   const unenforced: Unenforced[] = [];
 
   // --- Selection -----------------------------------------------------------
   const count: Record<Family, number> = { 4: 0, 6: 0 };
   const rulesFor = (n: number) => Math.ceil(n / cpr);
-  let selected: Ban[];
+  let selected: readonly Ban[];
   const fitsAll = (() => {
     for (const b of eligible) count[b.family]++;
     const ok =
@@ -132,7 +137,8 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   if (fitsAll) {
     selected = eligible;
   } else {
-    selected = [];
+    const chosen: Ban[] = [];
+    selected = chosen;
     for (const b of rankBans(eligible)) {
       const f = b.family;
       const other: Family = f === 4 ? 6 : 4;
@@ -145,13 +151,18 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
         continue;
       }
       count[f] = n;
-      selected.push(b);
+      chosen.push(b);
     }
   }
   // CIDR → index in `selected`; `placed` marks what an existing rule already holds
   // (a typed array, not Map deletes: this runs over every enforced CIDR every pass).
-  const want = new Map<Cidr, number>();
-  for (let i = 0; i < selected.length; i++) want.set(selected[i]!.cidr, i);
+  let want: ReadonlyMap<Cidr, number>;
+  if (index && selected === bans && index.size === bans.length) want = index;
+  else {
+    const own = new Map<Cidr, number>();
+    for (let i = 0; i < selected.length; i++) own.set(selected[i]!.cidr, i);
+    want = own;
+  }
   const placed = new Uint8Array(selected.length);
 
   // --- Keep what is already enforced ----------------------------------------

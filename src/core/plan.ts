@@ -5,7 +5,7 @@
  */
 import { fitPool } from './fit.js';
 import type { FitPolicy } from './fit.js';
-import type { Ban, CapacityUse, Change, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
+import type { Ban, CapacityUse, Change, Cidr, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
 
 export type PlanPolicy = FitPolicy;
 
@@ -15,6 +15,8 @@ export interface PlanTargetArgs {
   target: string;
   provider: string;
   bans: readonly Ban[];
+  /** CIDR → position in `bans` (`DesiredResult.index`), when the caller has it; only valid for exactly these bans. */
+  bansIndex?: ReadonlyMap<Cidr, number> | undefined;
   state: TargetState;
   now: number;
   policy?: Partial<PlanPolicy> | undefined;
@@ -33,9 +35,33 @@ function sameCidrs(a: readonly string[], b: readonly string[]): boolean {
 }
 
 function diffCidrs(before: readonly string[], after: readonly string[]): { added: string[]; removed: string[] } {
-  const b = new Set(before);
-  const a = new Set(after);
-  return { added: after.filter((c) => !b.has(c)), removed: before.filter((c) => !a.has(c)) };
+  if (!isSorted(before) || !isSorted(after)) {
+    const b = new Set(before);
+    const a = new Set(after);
+    return { added: after.filter((c) => !b.has(c)), removed: before.filter((c) => !a.has(c)) };
+  }
+  // Both sorted (the planner keeps rule members sorted): one merge walk, no hashing of thousands of members.
+  const added: string[] = [];
+  const removed: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < before.length && j < after.length) {
+    const x = before[i]!;
+    const y = after[j]!;
+    if (x === y) {
+      i++;
+      j++;
+    } else if (x < y) {
+      removed.push(x);
+      i++;
+    } else {
+      added.push(y);
+      j++;
+    }
+  }
+  while (i < before.length) removed.push(before[i++]!);
+  while (j < after.length) added.push(after[j++]!);
+  return { added, removed };
 }
 
 /** Orders changes for apply: phase 1 (pure removals) first; phase 2 by CIDR delta so totals only grow. */
@@ -130,7 +156,7 @@ export function planTarget(args: PlanTargetArgs): TargetPlan {
   let enforced = 0;
   for (const pool of state.pools) {
     const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => (isSorted(r.cidrs) ? r : { ...r, cidrs: [...r.cidrs].sort() }));
-    const fit = fitPool(args.bans, pool, actual, policy, args.now);
+    const fit = fitPool(args.bans, pool, actual, policy, args.now, args.bansIndex);
     const d = diffRules(actual, fit.rules, fit.vacated);
     changes.push(...d.changes);
     unchanged += d.unchanged;

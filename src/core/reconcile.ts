@@ -184,7 +184,16 @@ export async function runPass(deps: PassDeps, mode: PassMode): Promise<PassResul
           const kept = computeDesired([], wl.index, guards, now, classify, bansFromRules(state.rules, now));
           bans = mergeBans(desired.bans, kept.bans);
         }
-        const plan = planTarget({ target: p.target, provider: p.kind, bans, state, now, policy: deps.policy, describeSlot: p.describeSlot?.bind(p) });
+        const plan = planTarget({
+          target: p.target,
+          provider: p.kind,
+          bans,
+          bansIndex: bans === desired.bans ? desired.index : undefined,
+          state,
+          now,
+          policy: deps.policy,
+          describeSlot: p.describeSlot?.bind(p),
+        });
         for (const w of plan.warnings) log.warn({ target: p.target, warning: w }, 'target warning');
         if (plan.error) {
           outcome.errors.push(`target ${p.target}: ${plan.error}`);
