@@ -178,6 +178,50 @@ function formatGroups(g: Uint16Array): string {
   return out;
 }
 
+/**
+ * True when s[0..end) is exactly what formatGroups writes for `g` (RFC 5952):
+ * then a canonical input needs no formatting, which is most of the cost of
+ * reading an IPv6 decision. Compares in place; builds no string.
+ */
+function isCanonicalText(s: string, end: number, g: Uint16Array): boolean {
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  let p = 0;
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      if (i === 0 && s.charCodeAt(p++) !== 58) return false;
+      if (s.charCodeAt(p++) !== 58) return false;
+      i += bestLen - 1;
+      continue;
+    }
+    const v = g[i]!;
+    for (let k = v >= 0x1000 ? 3 : v >= 0x100 ? 2 : v >= 0x10 ? 1 : 0; k >= 0; k--) {
+      const d = (v >>> (4 * k)) & 15;
+      if (s.charCodeAt(p++) !== (d < 10 ? 48 + d : 87 + d)) return false;
+    }
+    if (i < 7 && s.charCodeAt(p++) !== 58) return false;
+  }
+  return p === end;
+}
+
+/** True when the prefix after the slash at `slash` is written as String(prefix) (no leading zero). */
+function isCanonicalPrefix(value: string, slash: number, prefix: number): boolean {
+  return value.length - slash - 1 === (prefix >= 100 ? 3 : prefix >= 10 ? 2 : 1);
+}
+
 const scratch = new Uint16Array(8);
 /** The first and last address of the CIDR NetIndex.overlapsCidr is checking (synchronous, so shared). */
 const overlapFirst = new Uint16Array(8);
@@ -230,6 +274,11 @@ export function parseCidr(value: string): ParsedCidr {
     if (!parseV6Groups(addr, scratch)) throw new CidrError(value, 'not an IPv6 address');
     const prefix = slash === -1 ? 128 : parsePrefix(value, value.slice(slash + 1), 128);
     if (prefix < 128) maskGroups(scratch, prefix);
+    // Already canonical (and without host bits): the text is the CIDR.
+    if (isCanonicalText(addr, addr.length, scratch)) {
+      if (slash === -1) return { cidr: `${value}/128`, family: 6, prefix };
+      if (isCanonicalPrefix(value, slash, prefix)) return { cidr: value, family: 6, prefix };
+    }
     return { cidr: `${formatGroups(scratch)}/${prefix}`, family: 6, prefix };
   }
   const n = parseV4(addr);
@@ -237,8 +286,9 @@ export function parseCidr(value: string): ParsedCidr {
   // parseV4 refuses leading zeros, so a valid dotted quad is already canonical: a host needs no formatting.
   if (slash === -1) return { cidr: `${value}/32`, family: 4, prefix: 32 };
   const prefix = parsePrefix(value, value.slice(slash + 1), 32);
-  if (prefix === 32 && slash === value.length - 3) return { cidr: value, family: 4, prefix }; // "/32", not "/032"
   const masked = prefix === 0 ? 0 : (n - (n % 2 ** (32 - prefix))) >>> 0;
+  // No host bits and the prefix written plainly ("/24", not "/024"): the text is the CIDR.
+  if (masked === n && isCanonicalPrefix(value, slash, prefix)) return { cidr: value, family: 4, prefix };
   return { cidr: `${formatV4(masked)}/${prefix}`, family: 4, prefix };
 }
 

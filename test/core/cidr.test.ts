@@ -57,17 +57,40 @@ describe('core/cidr', () => {
     // Groups biased towards zeros, so "::" runs of every length and position occur.
     const group = fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff }));
     fc.assert(
-      fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), fc.option(fc.integer({ min: 0, max: 128 })), fc.constantFrom('full', 'short', 'mixed'), (groups, prefix, style) => {
-        const addr = ipaddr.IPv6.parse(groups.map((g) => g.toString(16)).join(':'));
-        const text =
-          style === 'full'
-            ? groups.map((g) => g.toString(16).padStart(4, '0').toUpperCase()).join(':')
-            : style === 'short'
-              ? addr.toString()
-              : `${groups.slice(0, 6).map((g) => g.toString(16)).join(':')}:${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
-        const p = prefix ?? 128;
-        const expected = ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${p}`).toRFC5952String();
-        expect(parseCidr(prefix === null ? text : `${text}/${prefix}`)).toEqual({ cidr: `${expected}/${p}`, family: 6, prefix: p });
+      fc.property(
+        fc.array(group, { minLength: 8, maxLength: 8 }),
+        fc.option(fc.integer({ min: 0, max: 128 })),
+        fc.constantFrom('full', 'short', 'plain', 'mixed'),
+        fc.boolean(),
+        (groups, prefix, style, padPrefix) => {
+          const addr = ipaddr.IPv6.parse(groups.map((g) => g.toString(16)).join(':'));
+          // `short` is canonical (the text is kept as is when it has no host bits); the others must be rewritten.
+          const text =
+            style === 'full'
+              ? groups.map((g) => g.toString(16).padStart(4, '0').toUpperCase()).join(':')
+              : style === 'short'
+                ? addr.toRFC5952String()
+                : style === 'plain'
+                  ? groups.map((g) => g.toString(16)).join(':')
+                  : `${groups.slice(0, 6).map((g) => g.toString(16)).join(':')}:${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
+          const p = prefix ?? 128;
+          const expected = ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${p}`).toRFC5952String();
+          const input = prefix === null ? text : `${text}/${padPrefix ? String(prefix).padStart(3, '0') : prefix}`;
+          expect(parseCidr(input)).toEqual({ cidr: `${expected}/${p}`, family: 6, prefix: p });
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('agrees with ipaddr.js on every IPv4 address and range, host bits and a padded prefix included', () => {
+    fc.assert(
+      fc.property(fc.nat(0xffffffff), fc.option(fc.integer({ min: 0, max: 32 })), fc.boolean(), (n, prefix, padPrefix) => {
+        const text = `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+        const p = prefix ?? 32;
+        const expected = ipaddr.IPv4.networkAddressFromCIDR(`${text}/${p}`).toString();
+        const input = prefix === null ? text : `${text}/${padPrefix ? String(prefix).padStart(3, '0') : prefix}`;
+        expect(parseCidr(input)).toEqual({ cidr: `${expected}/${p}`, family: 4, prefix: p });
       }),
       { numRuns: 2000 },
     );
