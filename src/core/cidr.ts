@@ -406,6 +406,28 @@ export function compareCidr(a: Cidr, b: Cidr): number {
   return na.family - nb.family || (na.start < nb.start ? -1 : na.start > nb.start ? 1 : na.prefix - nb.prefix);
 }
 
+/** The first octet (IPv4) or 16-bit group (IPv6) of a CIDR's text, read in place; -1 when the text does not start plainly. */
+function leadingPart(cidr: string, family: Family): number {
+  let v = 0;
+  if (family === 4) {
+    for (let i = 0; i < 4; i++) {
+      const c = cidr.charCodeAt(i);
+      if (c === 46) return i === 0 ? -1 : v;
+      if (c < 48 || c > 57) return -1;
+      v = v * 10 + (c - 48);
+    }
+    return -1;
+  }
+  for (let i = 0; i < 5; i++) {
+    const c = cidr.charCodeAt(i);
+    if (c === 58) return v; // "::…" leads with group 0
+    const h = hexVal(c);
+    if (h < 0 || i === 4) return -1;
+    v = v * 16 + h;
+  }
+  return -1;
+}
+
 /**
  * A fast index answering "does this net overlap any whitelisted net?". The
  * whitelist is small (tens to hundreds), bans are many; entries are kept
@@ -430,6 +452,11 @@ export class NetIndex {
   overlapsCidr(cidr: Cidr, family: Family, prefix: number): boolean {
     const list = this.byFamily[family];
     if (list.length === 0) return false;
+    // Most bans share no leading octet (IPv4) or group (IPv6) with any entry: one table lookup answers them.
+    if (family === 4 ? prefix >= 8 : prefix >= 16) {
+      const lead = leadingPart(cidr, family);
+      if (lead >= 0 && this.leads(family)[lead] === 0) return false;
+    }
     const at = cidr.indexOf('/');
     const slash = at === -1 ? cidr.length : at;
     if (family === 4) {
@@ -464,6 +491,19 @@ export class NetIndex {
       else hi = mid;
     }
     return lo < ranges.length && compareGroups(ranges[lo]![0], last) <= 0;
+  }
+
+  private leadTables: Partial<Record<Family, Uint8Array>> = {};
+
+  /** Per family, 1 for each leading octet (IPv4, 256) or group (IPv6, 65536) some entry covers. */
+  private leads(family: Family): Uint8Array {
+    let t = this.leadTables[family];
+    if (t) return t;
+    const shift = family === 4 ? 24n : 112n;
+    t = new Uint8Array(family === 4 ? 256 : 65536);
+    for (const n of this.byFamily[family]) t.fill(1, Number(n.start >> shift), Number(n.end >> shift) + 1);
+    this.leadTables[family] = t;
+    return t;
   }
 
   private v4Ranges: ReadonlyArray<readonly [number, number]> | undefined;

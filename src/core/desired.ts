@@ -8,7 +8,7 @@
  */
 import { netToCidr, subtract, toNet, type NetIndex } from './cidr.js';
 import { ORIGIN_CLASS_RANK } from './types.js';
-import type { Ban, Cidr, Decision, Family, OriginClass, Refused, Rule } from './types.js';
+import type { Ban, Cidr, CidrIndex, Decision, Family, OriginClass, Refused, Rule } from './types.js';
 
 export interface Guards {
   /** Broadest prefix accepted per family (default /16 for IPv4, /48 for IPv6). */
@@ -23,12 +23,13 @@ export interface DesiredResult {
   bans: Ban[];
   refused: Refused[];
   /**
-   * CIDR → its position in `bans`, when the map built to merge duplicates is
-   * exactly that (nothing was refused or split): the planner reuses it
-   * instead of hashing every CIDR again.
+   * CIDR → its position in `bans`, built from the map that merged
+   * duplicates: the planner looks CIDRs up in it instead of hashing every
+   * one of them again.
    */
-  index?: ReadonlyMap<Cidr, number> | undefined;
+  index: CidrIndex;
 }
+
 
 /** Merge two bans of the same CIDR: longest expiry, strongest origin class. */
 function mergeBan(a: Ban, b: Ban): Ban {
@@ -71,7 +72,17 @@ export function computeDesired(
   const pieces: Ban[] = [];
   const maxExpiry = now + guards.maxTtlMs;
   const hasWhitelist = whitelist.size > 0;
-  for (const b of all) {
+  // Position in `bans` of each entry of `all` (-1: refused); allocated at the first refusal.
+  let pos: Int32Array | undefined;
+  const drop = (a: number) => {
+    if (!pos) {
+      pos = new Int32Array(all.length);
+      for (let k = 0; k < a; k++) pos[k] = k;
+    }
+    pos[a] = -1;
+  };
+  for (let a = 0; a < all.length; a++) {
+    const b = all[a]!;
     if (b.prefix < guards.minPrefix[b.family]) {
       refused.push({
         value: b.cidr,
@@ -81,13 +92,16 @@ export function computeDesired(
         origin: b.origin,
         scenario: b.scenario,
       });
+      drop(a);
       continue;
     }
     const capped = b.expiresAt > maxExpiry ? { ...b, expiresAt: maxExpiry } : b;
     if (!hasWhitelist || !whitelist.overlapsCidr(b.cidr, b.family, b.prefix)) {
+      if (pos) pos[a] = bans.length;
       bans.push(capped);
       continue;
     }
+    drop(a);
     const net = toNet(b.cidr);
     const holes = whitelist.overlapping(net);
     const split = subtract(net, holes);
@@ -99,18 +113,28 @@ export function computeDesired(
     refused.push({ value: b.cidr, reason: 'whitelisted', detail: `split into ${split.length} CIDRs around whitelist ${around}`, source: b.source, origin: b.origin, scenario: b.scenario });
     for (const p of split) pieces.push({ ...capped, cidr: netToCidr(p), prefix: p.prefix });
   }
-  if (pieces.length === 0) return { bans, refused, index: bans.length === all.length ? byCidr : undefined };
+  if (!pos) return { bans, refused, index: byCidr };
+  const kept = pos;
   // Pieces of a split range may coincide with another ban or another piece: merge those.
-  const index = new Map<string, number>();
-  bans.forEach((b, i) => index.set(b.cidr, i));
+  const added = new Map<Cidr, number>();
+  const index: CidrIndex = {
+    get size() {
+      return bans.length;
+    },
+    get(cidr) {
+      const a = byCidr.get(cidr);
+      if (a !== undefined && kept[a]! >= 0) return kept[a];
+      return added.get(cidr);
+    },
+  };
   for (const p of pieces) {
     const i = index.get(p.cidr);
     if (i === undefined) {
-      index.set(p.cidr, bans.length);
+      added.set(p.cidr, bans.length);
       bans.push(p);
     } else bans[i] = mergeBan(bans[i]!, p);
   }
-  return { bans, refused };
+  return { bans, refused, index };
 }
 
 /**

@@ -21,7 +21,7 @@
  * so rules drain together when their bans expire.
  */
 import { ORIGIN_CLASS_RANK } from './types.js';
-import type { Ban, Cidr, Family, Pool, Rule, Unenforced } from './types.js';
+import type { Ban, Cidr, CidrIndex, Family, Pool, Rule, Unenforced } from './types.js';
 
 export interface FitPolicy {
   /**
@@ -109,7 +109,7 @@ function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
  * it. It is used when every ban is selected (then it is the selection's own
  * index), which spares hashing every CIDR again on each pass.
  */
-export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy, now: number, index?: ReadonlyMap<Cidr, number>): FitResult {
+export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rule[], policy: FitPolicy, now: number, index?: CidrIndex): FitResult {
   const families = new Set<Family>(pool.families);
   const cpr = Math.max(1, pool.cidrsPerRule);
   const limitReason = pool.ruleLimitReason ?? 'capacity';
@@ -156,7 +156,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   }
   // CIDR → index in `selected`; `placed` marks what an existing rule already holds
   // (a typed array, not Map deletes: this runs over every enforced CIDR every pass).
-  let want: ReadonlyMap<Cidr, number>;
+  let want: CidrIndex;
   if (index && selected === bans && index.size === bans.length) want = index;
   else {
     const own = new Map<Cidr, number>();

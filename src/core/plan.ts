@@ -5,7 +5,7 @@
  */
 import { fitPool } from './fit.js';
 import type { FitPolicy } from './fit.js';
-import type { Ban, CapacityUse, Change, Cidr, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
+import type { Ban, CapacityUse, Change, CidrIndex, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
 
 export type PlanPolicy = FitPolicy;
 
@@ -16,7 +16,7 @@ export interface PlanTargetArgs {
   provider: string;
   bans: readonly Ban[];
   /** CIDR → position in `bans` (`DesiredResult.index`), when the caller has it; only valid for exactly these bans. */
-  bansIndex?: ReadonlyMap<Cidr, number> | undefined;
+  bansIndex?: CidrIndex | undefined;
   state: TargetState;
   now: number;
   policy?: Partial<PlanPolicy> | undefined;

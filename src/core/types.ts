@@ -235,3 +235,9 @@ export interface Plan {
   refused: Refused[];
   targets: TargetPlan[];
 }
+
+/** CIDR → position in a list of bans (a Map is one): `computeDesired` returns it with its bans, for the planner. */
+export interface CidrIndex {
+  get(cidr: Cidr): number | undefined;
+  readonly size: number;
+}

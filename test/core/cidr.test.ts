@@ -97,9 +97,14 @@ describe('core/cidr', () => {
   });
 
   it('NetIndex.overlapsCidr answers like a scan of every entry, for IPv4 and IPv6', () => {
-    // Nets drawn near each other (a shared high part), so overlaps and near misses both occur.
-    const v6near = fc.tuple(fc.integer({ min: 0, max: 3 }), fc.bigInt({ min: 0n, max: (1n << 80n) - 1n }), fc.integer({ min: 32, max: 128 })).map(([hi, lo, p]) => parseCidr(`${formatV6((0x20010db8n << 96n) | (BigInt(hi) << 80n) | lo)}/${p}`).cidr);
-    const v4near = fc.tuple(fc.nat(0xffff), fc.integer({ min: 8, max: 32 })).map(([n, p]) => parseCidr(`10.${n >> 8}.${n & 255}.${(n * 7) & 255}/${p}`).cidr);
+    // Nets drawn near each other (a shared high part), so overlaps and near misses both occur; the leading
+    // octet or group also varies (a few values, and short prefixes spanning several), for the lead-table shortcut.
+    const v6lead = fc.oneof(fc.constant(0x2001n), fc.constant(0x2002n), fc.constant(0n), fc.bigInt({ min: 0n, max: 0xffffn }));
+    const v6near = fc
+      .tuple(v6lead, fc.integer({ min: 0, max: 3 }), fc.bigInt({ min: 0n, max: (1n << 80n) - 1n }), fc.integer({ min: 1, max: 128 }))
+      .map(([lead, hi, lo, p]) => parseCidr(`${formatV6((lead << 112n) | (0x0db8n << 96n) | (BigInt(hi) << 80n) | lo)}/${p}`).cidr);
+    const v4lead = fc.oneof(fc.constant(10), fc.constant(11), fc.constant(0), fc.nat(255));
+    const v4near = fc.tuple(v4lead, fc.nat(0xffff), fc.integer({ min: 1, max: 32 })).map(([a, n, p]) => parseCidr(`${a}.${n >> 8}.${n & 255}.${(n * 7) & 255}/${p}`).cidr);
     const cidr = fc.oneof(v6near, v4near);
     fc.assert(
       fc.property(fc.array(cidr, { maxLength: 8 }), fc.array(cidr, { minLength: 1, maxLength: 20 }), (entries, probes) => {

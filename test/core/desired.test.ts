@@ -84,22 +84,20 @@ describe('core/desired', () => {
     );
   });
 
-  it('returns the position of every ban as its index when nothing was refused, and planning with that index gives the same plan (property)', () => {
+  it('returns the position of every ban as its index, refused and split bans included, and planning with that index gives the same plan (property)', () => {
     const addr = fc.oneof(
       fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 15 })).map(([a, b]) => `10.0.${a}.${b}`),
       fc.integer({ min: 0, max: 15 }).map((a) => `2001:db8::${a.toString(16)}`),
-      fc.constantFrom('10.1.0.0/24', '10.0.0.0/8', '2001:db8:1::/64'),
+      fc.constantFrom('10.1.0.0/24', '10.0.0.0/8', '2001:db8:1::/64', '10.0.1.0/28', '10.0.1.0/30'),
     );
     const item = fc.tuple(addr, fc.integer({ min: -1, max: 6 }), fc.constantFrom('crowdsec', 'CAPI', 'cscli'));
     fc.assert(
       fc.property(fc.array(item, { maxLength: 60 }), fc.array(addr, { maxLength: 30 }), fc.boolean(), fc.boolean(), (items, held, whitelisted, v4Only) => {
         const decisions = items.map(([v, h, origin]) => decision(v, { expiresAt: NOW + h * HOUR + 1, origin }));
         const desired = computeDesired(decisions, whitelisted ? wl('10.0.1.3') : wl(), DEFAULT_GUARDS, NOW, originClassOf);
-        const refusedOrSplit = desired.refused.some((r) => r.reason !== 'expired');
-        if (desired.index) {
-          expect(desired.index.size).toBe(desired.bans.length);
-          desired.bans.forEach((b, i) => expect(desired.index!.get(b.cidr)).toBe(i));
-        } else expect(refusedOrSplit).toBe(true);
+        expect(desired.index.size).toBe(desired.bans.length);
+        desired.bans.forEach((b, i) => expect(desired.index.get(b.cidr)).toBe(i));
+        for (const r of desired.refused) if (!desired.bans.some((b) => b.cidr === r.value)) expect(desired.index.get(r.value)).toBeUndefined();
         const heldCidrs = [...new Set(held.map((h) => parseCidr(h).cidr))].sort();
         const pool = { id: 'main', families: v4Only ? ([4] as const) : ([4, 6] as const), cidrsPerRule: 4, maxRules: 12, maxCidrs: 40, freeSlots: Array.from({ length: 12 }, (_, i) => `r${String(i).padStart(2, '0')}`), bucketMs: HOUR };
         const rules = [4, 6].flatMap((f) => {
