@@ -148,8 +148,8 @@ function maskGroups(g: Uint16Array, prefix: number): void {
   }
 }
 
-/** RFC 5952 text form of eight 16-bit groups. */
-function formatGroups(g: Uint16Array): string {
+/** The zero groups RFC 5952 writes as "::" (the longest run of two or more, the first of equals): start * 16 + length, or -1. */
+function zeroRun(g: Uint16Array): number {
   let bestStart = -1;
   let bestLen = 1;
   for (let i = 0; i < 8; ) {
@@ -165,6 +165,14 @@ function formatGroups(g: Uint16Array): string {
     }
     i = j;
   }
+  return bestStart < 0 ? -1 : bestStart * 16 + bestLen;
+}
+
+/** RFC 5952 text form of eight 16-bit groups. */
+function formatGroups(g: Uint16Array): string {
+  const run = zeroRun(g);
+  const bestStart = run < 0 ? -1 : run >> 4;
+  const bestLen = run & 15;
   let out = '';
   for (let i = 0; i < 8; i++) {
     if (i === bestStart) {
@@ -184,21 +192,9 @@ function formatGroups(g: Uint16Array): string {
  * reading an IPv6 decision. Compares in place; builds no string.
  */
 function isCanonicalText(s: string, end: number, g: Uint16Array): boolean {
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
+  const run = zeroRun(g);
+  const bestStart = run < 0 ? -1 : run >> 4;
+  const bestLen = run & 15;
   let p = 0;
   for (let i = 0; i < 8; i++) {
     if (i === bestStart) {
