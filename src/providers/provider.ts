@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { ChangeOutcome, WriteBudget } from '../core/queue.js';
+import { OwnershipConflictError } from '../core/errors.js';
 import type { Change, TargetState } from '../core/types.js';
 import type { z } from 'zod';
 
@@ -96,4 +97,19 @@ export function staleChanges(changes: readonly Change[], fresh: TargetState): st
     }
   }
   return bad;
+}
+
+/**
+ * Refuses, before any write, a plan that no longer matches a fresh read of
+ * the target: a foreign rule in our band, or a slot whose owner or content
+ * changed since the plan was made.
+ */
+export function assertPlanStillHolds(target: string, changes: readonly Change[], fresh: TargetState): void {
+  if (fresh.conflicts.length > 0) {
+    throw new OwnershipConflictError(target, fresh.conflicts.map((c) => c.slot), fresh.conflicts.map((c) => c.message).join('; '));
+  }
+  const stale = staleChanges(changes, fresh);
+  if (stale.length > 0) {
+    throw new OwnershipConflictError(target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
+  }
 }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { FatalError, OwnershipConflictError, RetryableError } from '../../core/errors.js';
 import { applyPhased, createQueue, realSleep, withRetry } from '../../core/queue.js';
 import { tryParseCidr } from '../../core/cidr.js';
-import { countCall, emptyStats, staleChanges } from '../provider.js';
+import { countCall, emptyStats, assertPlanStillHolds } from '../provider.js';
 import { ClaimWriter } from './claim-writer.js';
 import { createNaclClient } from './client.js';
 import { RULE_NUMBER_MAX, RULE_NUMBER_MIN, describeEntry, directionOf, formatLease, leaseKey, parseLease, toState } from './mapping.js';
@@ -173,13 +173,7 @@ export class AwsNaclProvider implements Provider {
 
   /** Refuses, before any write, a plan that no longer matches the NACL. */
   private checkFresh(changes: readonly Change[], fresh: NaclState): void {
-    if (fresh.conflicts.length > 0) {
-      throw new OwnershipConflictError(this.target, fresh.conflicts.map((c) => c.slot), fresh.conflicts.map((c) => c.message).join('; '));
-    }
-    const stale = staleChanges(changes, fresh);
-    if (stale.length > 0) {
-      throw new OwnershipConflictError(this.target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
-    }
+    assertPlanStillHolds(this.target, changes, fresh);
   }
 
   /**

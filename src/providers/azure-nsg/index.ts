@@ -61,7 +61,7 @@ import { z } from 'zod';
 import { OwnershipConflictError, RetryableError } from '../../core/errors.js';
 import { applyPhased, createQueue, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
 import { duration, queueOptions, queueSchema, retryOptions, retrySchema } from '../../schema.js';
-import { countCall, emptyStats, staleChanges } from '../provider.js';
+import { countCall, emptyStats, assertPlanStillHolds } from '../provider.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, TargetState } from '../../core/types.js';
 import { createNsgClient, type CallRecord, type NsgClient } from './client.js';
@@ -270,13 +270,7 @@ export class AzureNsgProvider implements Provider {
     const client = await this.client();
     // Ownership is checked again against a fresh read, just before writing.
     const fresh = await this.read();
-    if (fresh.conflicts.length > 0) {
-      throw new OwnershipConflictError(this.target, fresh.conflicts.map((c) => c.slot), fresh.conflicts.map((c) => c.message).join('; '));
-    }
-    const stale = staleChanges(changes, fresh);
-    if (stale.length > 0) {
-      throw new OwnershipConflictError(this.target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
-    }
+    assertPlanStillHolds(this.target, changes, fresh);
     const outcomes = await applyPhased(changes, (c) => this.writeOne(client, c, actx.signal), {
       queue: queueFor(this.nsgKey, this.queueOptions),
       budget: actx.budget,

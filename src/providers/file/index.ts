@@ -26,9 +26,9 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { createQueue, applyPhased } from '../../core/queue.js';
 import { formatMarker, parseMarker } from '../../core/marker.js';
-import { FatalError, OwnershipConflictError, RetryableError } from '../../core/errors.js';
+import { FatalError, RetryableError } from '../../core/errors.js';
 import { overlaps, toNet, tryParseCidr } from '../../core/cidr.js';
-import { countCall, emptyStats, staleChanges } from '../provider.js';
+import { countCall, emptyStats, assertPlanStillHolds } from '../provider.js';
 import { duration, queueSchema, retrySchema } from '../../schema.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, Conflict, Family, ForeignRule, Pool, Rule, TargetState } from '../../core/types.js';
@@ -232,10 +232,7 @@ export class FileProvider implements Provider {
     const unlock = await this.lock();
     try {
       const doc = await this.load();
-      const stale = staleChanges(changes, this.toState(doc));
-      if (stale.length > 0) {
-        throw new OwnershipConflictError(this.target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
-      }
+      assertPlanStillHolds(this.target, changes, this.toState(doc));
       const queue = createQueue({ concurrency: 1, intervalCap: 1_000, intervalMs: 1_000 });
       const outcomes = await applyPhased(
         changes,

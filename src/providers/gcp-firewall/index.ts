@@ -71,7 +71,7 @@ import { z } from 'zod';
 import { FatalError, OwnershipConflictError, QuotaExceededError, RetryableError } from '../../core/errors.js';
 import { applyPhased, createQueue, realSleep, withRetry, type QueueOptions, type RetryOptions, type Sleep } from '../../core/queue.js';
 import { duration, queueOptions, queueSchema, retryOptions, retrySchema } from '../../schema.js';
-import { countCall, emptyStats, staleChanges } from '../provider.js';
+import { countCall, emptyStats, assertPlanStillHolds } from '../provider.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, TargetState } from '../../core/types.js';
 import { createFirewallApi, type CallRecord, type FirewallApi, type GcpOperation, type GoogleAuthClient } from './client.js';
@@ -332,13 +332,7 @@ export class GcpFirewallProvider implements Provider {
     const api = await this.api();
     // Ownership is checked again against a fresh read, just before writing.
     const fresh = await this.read();
-    if (fresh.conflicts.length > 0) {
-      throw new OwnershipConflictError(this.target, fresh.conflicts.map((c) => c.slot), fresh.conflicts.map((c) => c.message).join('; '));
-    }
-    const stale = staleChanges(changes, fresh);
-    if (stale.length > 0) {
-      throw new OwnershipConflictError(this.target, stale, `rules changed since the plan was made: ${stale.join(', ')}; re-run to plan again`);
-    }
+    assertPlanStillHolds(this.target, changes, fresh);
     const state: { quotaHit?: QuotaExceededError | undefined } = {};
     const outcomes = await applyPhased(changes, (c) => this.writeOne(api, c, state, actx.signal), { queue: this.queue, budget: actx.budget, signal: actx.signal });
     const applied = (kind: Change['kind']) => outcomes.filter((o) => o.status === 'applied' && o.change.kind === kind).length;
