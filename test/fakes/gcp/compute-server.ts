@@ -223,6 +223,9 @@ export class FakeCompute {
     this.styleRandom = prng((cfg.seed ?? 1) + 7);
   }
 
+  /** Waits held by `waitHoldsMs` whose client hung up before the answer. */
+  abandonedWaits = 0;
+
   setBehaviour(b: FakeBehaviour): void {
     this.behaviour = { ...this.behaviour, ...b };
   }
@@ -573,7 +576,11 @@ export class FakeCompute {
         if (!o) throw new ApiError(404, 'notFound', `The resource 'projects/${project}/global/operations/${m[2]}' was not found`);
         const holds = op === 'globalOperations.wait' && !this.behaviour.waitCompletes ? this.behaviour.waitHoldsMs : 0;
         if (holds > 0 && o.status !== 'DONE') await new Promise((resolve) => setTimeout(resolve, holds));
-        if (res.destroyed) return;
+        if (holds > 0 && (res.destroyed || req.destroyed)) {
+          // The client gave up on the wait before the server answered.
+          this.abandonedWaits++;
+          return;
+        }
         this.step(p, o, op === 'globalOperations.wait' && this.behaviour.waitCompletes);
         return this.send(res, 200, this.opJson(o));
       }
