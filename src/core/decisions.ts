@@ -9,7 +9,7 @@
  * the snapshot. A body that is not such an object (garbage, truncated JSON)
  * throws `StreamFormatError`, and the pass runs fail-static.
  */
-import { isAscii } from 'node:buffer';
+import { constants as bufferConstants, isAscii } from 'node:buffer';
 import { z } from 'zod';
 import { tryParseCidr } from './cidr.js';
 import { parseGoDuration } from './duration.js';
@@ -155,11 +155,14 @@ export function toDecision(raw: unknown, index: number, list: string, opts: Pars
 }
 
 // ---------------------------------------------------------------------------
-// A small scanner over the top-level object, on the raw bytes: it finds the
-// `deleted` value with string-aware bracket matching, so the history is
-// walked once and never turned into a string or objects, and a truncated
-// body is detected. Structural characters are ASCII, and UTF-8 never uses
-// bytes below 0x80 inside multi-byte sequences, so bytes are safe to scan.
+// An incremental scanner over the top-level object, on the raw bytes. It is
+// fed the body chunk by chunk as it arrives and finds the `deleted` value
+// with string-aware bracket matching; the bytes of that value are counted
+// and dropped as they pass, so the history is never held in memory, turned
+// into a string, or into objects. Structural characters are ASCII, and
+// UTF-8 never uses bytes below 0x80 inside multi-byte sequences, so bytes
+// are safe to scan, and a chunk may end anywhere (inside a string, an
+// escape or a multi-byte character).
 
 const enum Ch {
   Quote = 34,
@@ -172,104 +175,318 @@ const enum Ch {
   Colon = 58,
 }
 
+const enum St {
+  /** Before the opening `{`. */
+  Start,
+  /** After `{`: a key or `}`. */
+  KeyOrClose,
+  /** After `,`: a key. */
+  Key,
+  /** Inside a key string. */
+  KeyString,
+  /** After a key: `:`. */
+  Colon,
+  /** After `:`: the first byte of a value. */
+  Value,
+  /** Inside an array or object value. */
+  Container,
+  /** Inside a string value. */
+  String,
+  /** Inside a number or literal value. */
+  Scalar,
+  /** After a value: `,` or `}`. */
+  AfterValue,
+  /** `deleted` is behind us (or the object closed): the rest is kept unscanned, for JSON.parse. */
+  Pass,
+}
+
+/** Nesting deeper than this inside `deleted` is refused; LAPI items are 2 deep. */
+const MAX_DEPTH = 64;
+/** A key longer than this is not `deleted`, even spelled with `\u` escapes (44 bytes). */
+const MAX_KEY_BYTES = 64;
+const NULL_BYTES = Buffer.from('null');
+
 function isWs(c: number | undefined): boolean {
   return c === 32 || c === 10 || c === 13 || c === 9;
 }
 
-function skipWs(b: Uint8Array, i: number): number {
-  while (i < b.length && isWs(b[i])) i++;
-  return i;
+function isValueEnd(c: number): boolean {
+  return c === Ch.Comma || c === Ch.RBrace || c === Ch.RBracket || isWs(c);
 }
 
-/** Index just past the string starting at `i` (which is a quote). */
-function endOfString(b: Uint8Array, i: number): number {
-  const n = b.length;
-  for (let j = i + 1; j < n; j++) {
-    const d = b[j];
-    if (d === Ch.Backslash) j++;
-    else if (d === Ch.Quote) return j + 1;
-  }
-  throw new StreamFormatError('unterminated string (truncated body?)');
-}
+const TRUNCATED = 'unexpected end of body (truncated JSON?)';
 
 /**
- * Index just past the array/object starting at `i`; `items` counts the
- * objects directly inside it (the elements of a decisions array).
+ * Reads a `/v1/decisions/stream` body incrementally: `push` each chunk as it
+ * arrives, then `finish()`. Unless `includeDeleted` is set, the top-level
+ * `deleted` value is walked and counted as it passes and its bytes are
+ * dropped; everything else is held for one `JSON.parse` at the end, with
+ * `deleted` replaced by `null`. A body that is not a JSON object, or a
+ * malformed `deleted`, throws `StreamFormatError` from `push`, at the first
+ * bad byte, so a caller can stop reading there. Chunks are held by
+ * reference: they must not be modified after `push`.
  */
-function endOfContainer(b: Uint8Array, i: number): { end: number; items: number } {
-  let depth = 0;
-  let items = 0;
-  const n = b.length;
-  for (let j = i; j < n; j++) {
-    const c = b[j];
-    if (c === Ch.Quote) {
-      for (j++; j < n; j++) {
-        const d = b[j];
-        if (d === Ch.Backslash) j++;
-        else if (d === Ch.Quote) break;
+export class StreamBodyReader {
+  /** The held part of the body: views of the pushed chunks, decoded once at the end. */
+  private readonly held: Buffer[] = [];
+  private heldSize = 0;
+  private size = 0;
+  private st = St.Start;
+  /** Container state: open brackets, inside a string, after a backslash. */
+  private readonly stack = new Uint8Array(MAX_DEPTH);
+  private depth = 0;
+  private inStr = false;
+  private esc = false;
+  /** Objects directly inside the dropped `deleted` array. */
+  private items = 0;
+  /** Whether the value being walked is `deleted`, and its first bytes if it is a literal. */
+  private dropping = false;
+  private literal = '';
+  private key: number[] = [];
+  private keyLong = false;
+  private deletedCount = 0;
+  private done = false;
+
+  constructor(private readonly opts: ParseOptions) {}
+
+  /** Bytes pushed so far. */
+  get receivedBytes(): number {
+    return this.size;
+  }
+
+  /** Bytes held for the final `JSON.parse` (the body without its `deleted` history). */
+  get heldBytes(): number {
+    return this.heldSize;
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.done) throw new Error('StreamBodyReader: push after finish');
+    const base = this.size;
+    this.size += chunk.length;
+    if (this.opts.includeDeleted || this.st === St.Pass) return this.hold(chunk);
+    // Start of the part of this chunk that is held; -1 while `deleted` is being dropped.
+    let keepFrom = this.dropping ? -1 : 0;
+    const n = chunk.length;
+    let i = 0;
+    const where = (at: number) => (at < n ? `at offset ${base + at}` : '');
+    while (i < n) {
+      const c = chunk[i]!;
+      switch (this.st) {
+        case St.Start:
+          if (isWs(c)) i++;
+          else if (c === Ch.LBrace) {
+            this.st = St.KeyOrClose;
+            i++;
+          } else throw new StreamFormatError(`expected a JSON object, got ${JSON.stringify(Buffer.from(chunk.subarray(i, i + 20)).toString('utf8'))}`);
+          break;
+        case St.KeyOrClose:
+        case St.Key:
+          if (isWs(c)) i++;
+          else if (c === Ch.Quote) {
+            this.st = St.KeyString;
+            this.key = [c];
+            this.keyLong = false;
+            this.esc = false;
+            i++;
+          } else if (c === Ch.RBrace && this.st === St.KeyOrClose) {
+            this.st = St.Pass;
+            i = n;
+          } else throw new StreamFormatError(`expected a key ${where(i)}`);
+          break;
+        case St.KeyString:
+          for (; i < n; i++) {
+            const d = chunk[i]!;
+            if (this.key.length < MAX_KEY_BYTES) this.key.push(d);
+            else this.keyLong = true;
+            if (this.esc) this.esc = false;
+            else if (d === Ch.Backslash) this.esc = true;
+            else if (d === Ch.Quote) {
+              i++;
+              this.st = St.Colon;
+              break;
+            }
+          }
+          break;
+        case St.Colon:
+          if (isWs(c)) i++;
+          else if (c === Ch.Colon) {
+            this.st = St.Value;
+            this.dropping = this.keyIs('deleted');
+            i++;
+          } else throw new StreamFormatError(`expected ':' ${where(i)}`);
+          break;
+        case St.Value:
+          if (isWs(c)) {
+            i++;
+            break;
+          }
+          if (this.dropping) {
+            if (c !== Ch.LBracket && c !== 110 /* n */) throw new StreamFormatError(`"deleted" must be an array or null`);
+            if (keepFrom >= 0) this.hold(chunk.subarray(keepFrom, i));
+            this.hold(NULL_BYTES);
+            keepFrom = -1;
+          }
+          if (c === Ch.LBracket || c === Ch.LBrace) {
+            this.st = St.Container;
+            this.depth = 0;
+            this.inStr = false;
+            this.esc = false;
+            this.items = 0;
+          } else if (c === Ch.Quote) {
+            this.st = St.String;
+            this.esc = false;
+            i++;
+          } else {
+            this.st = St.Scalar;
+            this.literal = '';
+          }
+          break;
+        case St.Container:
+          i = this.walkContainer(chunk, i, base);
+          if (this.depth === 0) this.endValue();
+          break;
+        case St.String:
+          for (; i < n; i++) {
+            const d = chunk[i]!;
+            if (this.esc) this.esc = false;
+            else if (d === Ch.Backslash) this.esc = true;
+            else if (d === Ch.Quote) {
+              i++;
+              this.st = St.AfterValue;
+              break;
+            }
+          }
+          break;
+        case St.Scalar:
+          for (; i < n; i++) {
+            const d = chunk[i]!;
+            if (isValueEnd(d)) {
+              this.endValue();
+              break;
+            }
+            if (this.dropping && this.literal.length < 5) this.literal += String.fromCharCode(d);
+          }
+          break;
+        case St.AfterValue:
+          if (isWs(c)) i++;
+          else if (c === Ch.Comma) {
+            this.st = St.Key;
+            i++;
+          } else if (c === Ch.RBrace) {
+            this.st = St.Pass;
+            i = n;
+          } else throw new StreamFormatError(`expected ',' or '}' ${where(i)}`);
+          break;
+        case St.Pass:
+          i = n;
+          break;
       }
-      if (j >= n) throw new StreamFormatError('unterminated string (truncated body?)');
-    } else if (c === Ch.LBracket || c === Ch.LBrace) {
-      depth++;
-      if (depth === 2 && c === Ch.LBrace) items++;
-    } else if (c === Ch.RBracket || c === Ch.RBrace) {
-      depth--;
-      if (depth === 0) return { end: j + 1, items };
+      // `deleted` just ended: the rest of the body is held from here.
+      if (keepFrom < 0 && !this.dropping) keepFrom = i;
+    }
+    if (keepFrom >= 0) this.hold(keepFrom === 0 ? chunk : chunk.subarray(keepFrom));
+  }
+
+  /** The parsed snapshot; throws StreamFormatError on a truncated or malformed body. */
+  finish(): ParseResult {
+    this.done = true;
+    if (this.opts.includeDeleted) {
+      const obj = this.parseHeld();
+      return readItems(obj, this.opts, listOf(obj, 'deleted').length);
+    }
+    if (this.st !== St.Pass) {
+      if (this.st === St.Start) throw new StreamFormatError('expected a JSON object, got ""');
+      if (this.st === St.KeyString || this.st === St.String || (this.st === St.Container && this.inStr)) throw new StreamFormatError('unterminated string (truncated body?)');
+      // A literal that runs to the end of the body is cut short too: the object never closed.
+      if (this.st === St.Scalar && this.dropping) this.checkLiteral();
+      throw new StreamFormatError(TRUNCATED);
+    }
+    return readItems(this.parseHeld(), this.opts, this.deletedCount);
+  }
+
+  /** JSON.parse of what was held; the text is garbage as soon as this returns, before the items are read. */
+  private parseHeld(): Record<string, unknown> {
+    const obj = jsonParse(decodeAll(this.held, this.heldSize));
+    this.held.length = 0;
+    if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
+    return obj;
+  }
+
+  private hold(b: Uint8Array): void {
+    if (b.length === 0) return;
+    this.heldSize += b.length;
+    if (this.heldSize > bufferConstants.MAX_STRING_LENGTH) {
+      throw new StreamFormatError(`body too large: more than ${bufferConstants.MAX_STRING_LENGTH} bytes to parse besides the deleted history`);
+    }
+    this.held.push(Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  }
+
+  private keyIs(name: string): boolean {
+    if (this.keyLong) return false;
+    const raw = Buffer.from(this.key).toString('utf8');
+    // Plain keys are compared as written; one with escapes is decoded first.
+    if (!raw.includes('\\')) return raw === `"${name}"`;
+    try {
+      return JSON.parse(raw) === name;
+    } catch {
+      throw new StreamFormatError(`invalid key ${raw.slice(0, 40)}`);
     }
   }
-  throw new StreamFormatError('unexpected end of body (truncated JSON?)');
-}
 
-function endOfScalar(b: Uint8Array, i: number): number {
-  let j = i;
-  while (j < b.length) {
-    const c = b[j];
-    if (c === Ch.Comma || c === Ch.RBrace || c === Ch.RBracket || isWs(c)) break;
-    j++;
+  private checkLiteral(): void {
+    if (this.literal !== 'null') throw new StreamFormatError(`"deleted" must be an array or null`);
   }
-  return j;
-}
 
-/** Finds the `deleted` value of the top-level object: [start, end, items]. */
-function findDeleted(b: Uint8Array): [number, number, number] | undefined {
-  let i = skipWs(b, 0);
-  if (b[i] !== Ch.LBrace) {
-    throw new StreamFormatError(`expected a JSON object, got ${JSON.stringify(Buffer.from(b.subarray(i, i + 20)).toString('utf8'))}`);
+  /** A value ended: after `deleted`, the rest passes unscanned; after any other key, scanning goes on. */
+  private endValue(): void {
+    if (this.dropping) {
+      if (this.st === St.Scalar) this.checkLiteral();
+      else this.deletedCount = this.items;
+      this.dropping = false;
+      this.st = St.Pass;
+    } else this.st = St.AfterValue;
   }
-  i = skipWs(b, i + 1);
-  if (b[i] === Ch.RBrace) return undefined;
-  for (;;) {
-    if (b[i] !== Ch.Quote) throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected a key at offset ${i}`);
-    const kEnd = endOfString(b, i);
-    const key = JSON.parse(Buffer.from(b.subarray(i, kEnd)).toString('utf8')) as string;
-    i = skipWs(b, kEnd);
-    if (b[i] !== Ch.Colon) throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected ':' at offset ${i}`);
-    i = skipWs(b, i + 1);
-    const vStart = i;
-    let vEnd: number;
-    let items = 0;
-    const c = b[i];
-    if (c === Ch.LBracket || c === Ch.LBrace) ({ end: vEnd, items } = endOfContainer(b, i));
-    else if (c === Ch.Quote) vEnd = endOfString(b, i);
-    else if (c === undefined) throw new StreamFormatError('unexpected end of body (truncated JSON?)');
-    else vEnd = endOfScalar(b, i);
-    // The rest is checked by JSON.parse; `new` is not walked twice.
-    if (key === 'deleted') return [vStart, vEnd, items];
-    i = skipWs(b, vEnd);
-    if (b[i] === Ch.Comma) {
-      i = skipWs(b, i + 1);
-      continue;
+
+  /** Walks a container from `i`; returns where it stopped (end of chunk, or just past the closing bracket). */
+  private walkContainer(b: Uint8Array, i: number, base: number): number {
+    const n = b.length;
+    const stack = this.stack;
+    let depth = this.depth;
+    let inStr = this.inStr;
+    let esc = this.esc;
+    let items = this.items;
+    for (; i < n; i++) {
+      const c = b[i]!;
+      if (inStr) {
+        if (esc) esc = false;
+        else if (c === Ch.Backslash) esc = true;
+        else if (c === Ch.Quote) inStr = false;
+      } else if (c === Ch.Quote) inStr = true;
+      else if (c === Ch.LBracket || c === Ch.LBrace) {
+        if (depth === MAX_DEPTH) throw new StreamFormatError(`nested more than ${MAX_DEPTH} deep at offset ${base + i}`);
+        stack[depth++] = c;
+        if (depth === 2 && c === Ch.LBrace) items++;
+      } else if (c === Ch.RBracket || c === Ch.RBrace) {
+        if (stack[--depth] !== c - 2) throw new StreamFormatError(`mismatched '${String.fromCharCode(c)}' at offset ${base + i}`);
+        if (depth === 0) {
+          i++;
+          break;
+        }
+      }
     }
-    if (b[i] === Ch.RBrace) return undefined;
-    throw new StreamFormatError(i >= b.length ? 'unexpected end of body (truncated JSON?)' : `expected ',' or '}' at offset ${i}`);
+    this.depth = depth;
+    this.inStr = inStr;
+    this.esc = esc;
+    this.items = items;
+    return i;
   }
 }
 
-function deletedItems(b: Uint8Array, span: [number, number, number]): number {
-  const first = b[span[0]];
-  if (first === Ch.LBracket) return span[2];
-  if (span[1] - span[0] === 4 && Buffer.from(b.subarray(span[0], span[1])).toString('latin1') === 'null') return 0;
-  throw new StreamFormatError(`"deleted" must be an array or null`);
+/** The held pieces → text. LAPI bodies are ASCII in practice: then latin1 decodes the same text as UTF-8, without the UTF-8 decoder. */
+function decodeAll(pieces: Buffer[], size: number): string {
+  // One copy into a single buffer, then one string: 64 KiB strings per piece would cost more in young-generation churn.
+  const all = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, size);
+  return all.toString(isAscii(all) ? 'latin1' : 'utf8');
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -292,29 +509,8 @@ function jsonParse(text: string): unknown {
   }
 }
 
-/**
- * Parses a `/v1/decisions/stream` body. Throws `StreamFormatError` on a
- * malformed body. Unless `includeDeleted` is set, the `deleted` history is
- * only walked (to count it and to check the body is complete), then cut out
- * before `JSON.parse`, so no object is built for it.
- */
-export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): ParseResult {
-  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let obj: unknown;
-  let deletedCount: number;
-  if (opts.includeDeleted) {
-    obj = jsonParse(buf.toString('utf8'));
-    if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
-    deletedCount = listOf(obj, 'deleted').length;
-  } else {
-    const d = findDeleted(buf);
-    deletedCount = d ? deletedItems(buf, d) : 0;
-    // LAPI bodies are ASCII in practice: then latin1 decodes the same text as UTF-8, without the UTF-8 decoder.
-    const enc = isAscii(buf) ? 'latin1' : 'utf8';
-    obj = jsonParse(d ? `${buf.toString(enc, 0, d[0])}null${buf.toString(enc, d[1])}` : buf.toString(enc));
-    if (!isPlainObject(obj)) throw new StreamFormatError('expected a JSON object with "new" and "deleted"');
-  }
+/** `new` (and, when asked, `deleted`) of a parsed body → decisions. */
+function readItems(obj: Record<string, unknown>, opts: ParseOptions, deletedCount: number): ParseResult {
   const rawNew = listOf(obj, 'new');
   listOf(obj, 'deleted');
   const c: Counters = { skipped: 0, skippedSamples: [], filtered: 0, expired: 0 };
@@ -330,7 +526,7 @@ export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): 
   }
   const deleted: Decision[] = [];
   if (opts.includeDeleted) {
-    const rawDeleted = listOf(obj as Record<string, unknown>, 'deleted');
+    const rawDeleted = listOf(obj, 'deleted');
     const dc: Counters = { skipped: 0, skippedSamples: [], filtered: 0, expired: 0 };
     for (let i = 0; i < rawDeleted.length; i++) {
       const dd = toDecision(rawDeleted[i], i, 'deleted', opts, dc, true);
@@ -338,6 +534,17 @@ export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): 
     }
   }
   return { decisions, deleted, ...c, deletedCount };
+}
+
+/**
+ * Parses a whole `/v1/decisions/stream` body held in memory (a file, a
+ * test): the same reader as a streamed response, given one chunk. Throws
+ * `StreamFormatError` on a malformed body.
+ */
+export function parseStreamBody(body: string | Uint8Array, opts: ParseOptions): ParseResult {
+  const reader = new StreamBodyReader(opts);
+  reader.push(typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
+  return reader.finish();
 }
 
 /** Default origin classes. Anything else (CAPI, lists, cscli-import, ...) is a list entry. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { StreamFormatError, parseStreamBody } from '../../src/core/decisions.js';
+import { StreamBodyReader, StreamFormatError, parseStreamBody, type ParseOptions } from '../../src/core/decisions.js';
 import { parseGoDuration } from '../../src/core/duration.js';
 import { NOW } from '../helpers/bans.js';
 
@@ -165,5 +165,151 @@ describe('core/decisions', () => {
     const j = JSON.parse(readFileSync(new URL('18-startup-after-10k-load-TRIMMED.json', SAMPLES), 'utf8')) as Record<string, unknown>;
     const r = parseStreamBody(JSON.stringify(j), opts);
     expect(r.decisions.map((d) => d.cidr)).toEqual(['2001:db8:1::/48', '100.64.2.0/24', '10.0.0.0/32', '10.0.0.78/32']);
+  });
+});
+
+/** Pushes `body` cut at `cuts` (offsets, any order, repeats allowed) and returns the reader. */
+function pushCut(body: Buffer, cuts: readonly number[], o: ParseOptions = opts): StreamBodyReader {
+  const r = new StreamBodyReader(o);
+  let prev = 0;
+  for (const c of [...cuts].sort((a, b) => a - b)) {
+    r.push(body.subarray(prev, c));
+    prev = c;
+  }
+  r.push(body.subarray(prev));
+  return r;
+}
+
+/** The error `f` throws, with the excerpt of a non-object body left out (a chunk may cut it short). */
+function errorOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(StreamFormatError);
+    return (err as Error).message.replace(/^(expected a JSON object, got ).*/, '$1…');
+  }
+  return 'no error';
+}
+
+const ITEM = { duration: '1h', origin: 'crowdsec', scenario: 's', scope: 'Ip', type: 'ban', value: '192.0.2.1' };
+
+describe('core/decisions: a body read chunk by chunk (StreamBodyReader)', () => {
+  it('reads the same snapshot wherever the chunks break, and holds none of the deleted history', () => {
+    // Strings with JSON punctuation, escapes and multi-byte characters, which a chunk can split anywhere.
+    const tricky = fc.string({ unit: fc.constantFrom('a', ',', '[', ']', '{', '}', '"', '\\', ':', ' ', 'é', '€', '\n'), maxLength: 10 });
+    const item = fc.record({ n: fc.nat(255), scenario: tricky, meta: fc.option(fc.dictionary(tricky, fc.oneof(tricky, fc.integer(), fc.array(tricky, { maxLength: 2 })), { maxKeys: 2 })) });
+    const doc = fc.record({
+      news: fc.array(item, { maxLength: 8 }),
+      deleted: fc.option(fc.array(item, { maxLength: 8 })),
+      extra: fc.option(fc.dictionary(fc.constantFrom('meta', 'x', 'count'), fc.oneof(tricky, fc.integer(), fc.constant(null), fc.array(tricky, { maxLength: 2 })), { maxKeys: 2 })),
+      order: fc.constantFrom('deleted-first', 'new-first', 'extra-between'),
+      indent: fc.constantFrom(0, 1, 2),
+    });
+    fc.assert(
+      fc.property(doc, fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 12 }), (d, fractions) => {
+        const items = (xs: typeof d.news, expired: boolean) =>
+          xs.map((x, i) => ({ ...ITEM, duration: expired ? '-2s' : '1h', id: i, scenario: x.scenario, value: `192.0.2.${x.n}`, ...(x.meta ? { meta: x.meta } : {}) }));
+        const news = items(d.news, false);
+        const deleted = d.deleted === null ? null : items(d.deleted, true);
+        const extra = d.extra ?? {};
+        const obj =
+          d.order === 'deleted-first' ? { deleted, new: news, ...extra } : d.order === 'new-first' ? { new: news, ...extra, deleted } : { ...extra, new: news, deleted };
+        const body = Buffer.from(JSON.stringify(obj, null, d.indent));
+        const whole = parseStreamBody(body, { ...opts, includeDeleted: true });
+        const cuts = fractions.map((f) => Math.floor(f * body.length));
+        const r = pushCut(body, cuts);
+        const got = r.finish();
+        expect(got.decisions).toEqual(whole.decisions);
+        expect(got.decisions).toHaveLength(news.length);
+        expect(got.deletedCount).toBe(deleted?.length ?? 0);
+        expect(r.receivedBytes).toBe(body.length);
+        // What is held is the body with the `deleted` value replaced by `null`.
+        const deletedText = JSON.stringify(deleted, null, d.indent).replace(/\n/g, `\n${' '.repeat(d.indent)}`);
+        expect(r.heldBytes).toBe(body.length - Buffer.byteLength(deletedText) + 4);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('reads a real startup snapshot one byte at a time', () => {
+    const body = Buffer.from(sampleBody('07-startup-full-includes-expired-as-deleted.txt'));
+    const r = pushCut(body, Array.from({ length: body.length }, (_, i) => i));
+    expect(r.finish()).toEqual(parseStreamBody(body, opts));
+  });
+
+  it('drops a large history as it passes: what is held does not grow with it', () => {
+    const deleted = JSON.stringify(Array.from({ length: 5000 }, (_, i) => ({ ...ITEM, duration: '-3s', id: i, value: `10.0.${i >> 8}.${i & 255}` })));
+    const body = Buffer.from(`{"deleted":${deleted},"new":[${JSON.stringify(ITEM)}]}`);
+    const r = new StreamBodyReader(opts);
+    const heldAfter: number[] = [];
+    for (let i = 0; i < body.length; i += 4096) {
+      r.push(body.subarray(i, i + 4096));
+      heldAfter.push(r.heldBytes);
+    }
+    expect(body.length).toBeGreaterThan(500_000);
+    // While the history passes only `{"deleted":null` is held; then `new`.
+    expect(heldAfter.slice(0, -1).every((h) => h === '{"deleted":null'.length)).toBe(true);
+    expect(r.heldBytes).toBe(body.length - deleted.length + 4);
+    const got = r.finish();
+    expect(got.deletedCount).toBe(5000);
+    expect(got.decisions.map((d) => d.cidr)).toEqual(['192.0.2.1/32']);
+  });
+
+  it.each([
+    ['garbage', 'not json at all'],
+    ['an HTML error page', '<html><body>502 Bad Gateway</body></html>'],
+    ['an empty body', ''],
+    ['an array', '[]'],
+    ['truncated inside deleted', '{"deleted":[{"duration":"-1s","value":"1.2.3.4"'],
+    ['truncated inside a deleted string', '{"deleted":[{"duration":"-1s","value":"1.2.'],
+    ['truncated inside a key', '{"dele'],
+    ['truncated after deleted', '{"deleted":[],"new":[{"value":"1'],
+    ['truncated in new, before deleted', '{"new":[{"value":"1.2.3.4"},'],
+    ['deleted as an object', '{"deleted":{},"new":[]}'],
+    ['deleted as a string', '{"deleted":"x","new":[]}'],
+    ['deleted as a misspelt null', '{"deleted":nul,"new":[]}'],
+    ['deleted as a longer literal', '{"deleted":nullnull,"new":[]}'],
+    ['mismatched brackets in deleted', '{"deleted":[{"a":1]},"new":[]}'],
+    ['deleted nested too deep', `{"deleted":${'['.repeat(70)}${']'.repeat(70)},"new":[]}`],
+    ['a missing colon', '{"deleted" []}'],
+    ['a missing comma', '{"x":1 "deleted":[]}'],
+    ['a key that is not a string', '{deleted:[]}'],
+    ['missing new', '{"deleted":null}'],
+    ['missing deleted', '{"new":null}'],
+    ['new as a string', '{"new":"x","deleted":null}'],
+    ['trailing data', '{"new":null,"deleted":null} x'],
+    ['a second object', '{"deleted":[],"new":[]}{"new":[]}'],
+  ])('refuses %s wherever the chunks break, with the same message', (_name, text) => {
+    const body = Buffer.from(text);
+    const want = errorOf(() => parseStreamBody(body, opts));
+    expect(want).not.toBe('no error');
+    for (let k = 0; k <= body.length; k++) {
+      expect(errorOf(() => pushCut(body, [k]).finish()), `cut at ${k}`).toBe(want);
+    }
+  });
+
+  it('refuses a body that is not an object at its first byte, before the rest arrives', () => {
+    const r = new StreamBodyReader(opts);
+    expect(() => r.push(Buffer.from('  <html>'))).toThrow(/expected a JSON object, got "<html>"/);
+    const d = new StreamBodyReader(opts);
+    d.push(Buffer.from('{"deleted":[{"id":1}'));
+    expect(() => d.push(Buffer.from(',{"id":2]'))).toThrow(/mismatched '\]' at offset 28/);
+  });
+
+  it('finds deleted under an escaped spelling of its key, and only the top-level one', () => {
+    // Keys holding escaped quotes and backslashes end where JSON says they do.
+    const body = `{"x\\"y\\\\":{"deleted":[1]},"del\\u0065ted":[${JSON.stringify({ ...ITEM, duration: '-1s' })}],"new":[${JSON.stringify(ITEM)}]}`;
+    const r = pushCut(Buffer.from(body), [4, 7, 30]);
+    const got = r.finish();
+    expect(got.deletedCount).toBe(1);
+    expect(got.decisions).toHaveLength(1);
+    expect(r.heldBytes).toBeLessThan(body.length - 60);
+  });
+
+  it('holds the whole body when the deleted items are wanted (daemon deltas)', () => {
+    const body = Buffer.from(sampleBody('04-nonstartup-after-delete.txt'));
+    const r = pushCut(body, [10, 50], { ...opts, includeDeleted: true });
+    expect(r.heldBytes).toBe(body.length);
+    expect(r.finish().deleted.map((d) => d.cidr)).toEqual(['192.0.2.99/32']);
   });
 });
