@@ -26,7 +26,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { StreamFormatError, parseStreamBody, type ParseResult } from '../core/decisions.js';
+import { StreamBodyReader, StreamFormatError, type ParseResult } from '../core/decisions.js';
 import { SourceError, errorLine } from '../core/errors.js';
 import type { Decision } from '../core/types.js';
 import { registerSecret, scrub } from '../log.js';
@@ -109,7 +109,10 @@ export const lapiSourceSchema = z
     ca_cert_path: nonEmpty.optional(),
     /** Whole request: connect, headers and body. */
     timeout: duration().default(30_000),
-    /** The body is read into memory; 100k decisions are about 14 MB. */
+    /**
+     * Largest response body read. The `deleted` history of a startup snapshot
+     * is dropped as it arrives; the rest (100k decisions: about 14 MB) is held.
+     */
     max_response_bytes: z
       .number()
       .int()
@@ -157,7 +160,10 @@ export interface LapiSourceDeps {
 interface HttpResult {
   status: number;
   statusText: string;
+  /** The body, unless a 200 body went to `sink`. */
   body: Buffer;
+  /** Bytes of the body received. */
+  size: number;
 }
 
 interface GetOptions {
@@ -166,6 +172,11 @@ interface GetOptions {
   timeoutMs: number;
   maxBytes: number;
   signal?: AbortSignal | undefined;
+  /**
+   * Takes a 200 body chunk by chunk as it arrives instead of it being held.
+   * An error it throws ends the request at once (the connection is dropped).
+   */
+  sink?: ((chunk: Buffer) => void) | undefined;
 }
 
 class TooLargeError extends Error {
@@ -221,15 +232,23 @@ function httpGet(url: URL, opts: GetOptions): Promise<HttpResult> {
       const limit = status === 200 ? opts.maxBytes : Math.min(opts.maxBytes, 64 * 1024);
       const declared = Number(r.headers['content-length']);
       if (status === 200 && Number.isFinite(declared) && declared > limit) return finish(new TooLargeError(limit));
+      const sink = status === 200 ? opts.sink : undefined;
       const chunks: Buffer[] = [];
       let size = 0;
+      const result = (): HttpResult => ({ status, statusText: r.statusMessage ?? '', body: Buffer.concat(chunks), size });
       r.on('data', (chunk: Buffer) => {
+        if (settled) return;
         size += chunk.length;
         if (size > limit) {
           if (status === 200) return finish(new TooLargeError(limit));
-          return finish(undefined, { status, statusText: r.statusMessage ?? '', body: Buffer.concat(chunks) });
+          return finish(undefined, result());
         }
-        chunks.push(chunk);
+        if (!sink) return void chunks.push(chunk);
+        try {
+          sink(chunk);
+        } catch (err) {
+          finish(err as Error);
+        }
       });
       r.on('error', (err) => finish(err));
       r.on('close', () => {
@@ -240,7 +259,7 @@ function httpGet(url: URL, opts: GetOptions): Promise<HttpResult> {
         if (Number.isFinite(declared) && size < declared) {
           return finish(Object.assign(new Error(`connection closed after ${size} of ${declared} bytes`), { code: 'ECONNRESET' }));
         }
-        finish(undefined, { status, statusText: r.statusMessage ?? '', body: Buffer.concat(chunks, size) });
+        finish(undefined, result());
       });
     });
     if (opts.signal?.aborted) return onAbort();
@@ -398,11 +417,14 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
     return h;
   }
 
-  async function get(url: URL, what: string, hdrs: Record<string, string>, ag: HttpAgent, signal: AbortSignal | undefined): Promise<Buffer> {
+  /** A 200 body is returned whole, or handed to `sink` chunk by chunk (then `body` is empty). */
+  async function get(url: URL, what: string, hdrs: Record<string, string>, ag: HttpAgent, signal: AbortSignal | undefined, sink?: (chunk: Buffer) => void): Promise<HttpResult> {
     let res: HttpResult;
     try {
-      res = await httpGet(url, { headers: hdrs, agent: ag, timeoutMs: cfg.timeout, maxBytes: cfg.max_response_bytes, signal });
+      res = await httpGet(url, { headers: hdrs, agent: ag, timeoutMs: cfg.timeout, maxBytes: cfg.max_response_bytes, signal, sink });
     } catch (err) {
+      // The sink refused the body at its first bad byte; the rest was not read.
+      if (err instanceof StreamFormatError) throw fail(`${what} ${where}: malformed response: ${err.message}`, 'format', err);
       const d = describeHttpError(err, `${what} ${where}`);
       throw fail(d.message, d.code, err);
     }
@@ -413,11 +435,11 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
       const hint = res.status === 401 || res.status === 403 ? ' (check api_key / auth, or the client certificate)' : '';
       throw fail(`${what} ${where}: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${msg ? `: ${msg}` : ''}${hint}`, `HTTP_${res.status}`);
     }
-    return res.body;
+    return res;
   }
 
   async function getWhitelist(hdrs: Record<string, string>, ag: HttpAgent, signal: AbortSignal | undefined): Promise<{ entries: string[]; bytes: number }> {
-    const body = await get(whitelistUrl, 'whitelist', hdrs, ag, signal);
+    const { body } = await get(whitelistUrl, 'whitelist', hdrs, ag, signal);
     let parsed: unknown;
     try {
       parsed = JSON.parse(body.toString('utf8'));
@@ -451,20 +473,22 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
         ctl.abort();
         throw err;
       });
-    const [body, wl] = await Promise.all([
-      guard(get(url, 'decisions', hdrs, ag, signal)),
-      fetchWhitelist ? guard(getWhitelist(hdrs, ag, signal)) : Promise.resolve(undefined),
-    ]);
     // MikoPBX sends the whole snapshot in `new` on every poll, so its `deleted` is never needed.
     const includeDeleted = !full && cfg.type === 'lapi';
+    // The body is read as it arrives: the `deleted` history is counted and dropped on the way.
+    const reader = new StreamBodyReader({ source: name, now: opts.now, filters, includeDeleted });
+    const [res, wl] = await Promise.all([
+      guard(get(url, 'decisions', hdrs, ag, signal, (chunk) => reader.push(chunk))),
+      fetchWhitelist ? guard(getWhitelist(hdrs, ag, signal)) : Promise.resolve(undefined),
+    ]);
     let parsed: ParseResult;
     try {
-      parsed = parseStreamBody(body, { source: name, now: opts.now, filters, includeDeleted });
+      parsed = reader.finish();
     } catch (err) {
       if (err instanceof StreamFormatError) throw fail(`decisions ${where}: malformed response: ${err.message}`, 'format', err);
       throw fail(`decisions ${where}: ${errorLine(err)}`, 'format', err);
     }
-    return { parsed, whitelist: wl?.entries ?? [], bytes: body.length + (wl?.bytes ?? 0) };
+    return { parsed, whitelist: wl?.entries ?? [], bytes: res.size + (wl?.bytes ?? 0) };
   }
 
   async function snapshot(opts: SnapshotOptions): Promise<SourceSnapshot> {

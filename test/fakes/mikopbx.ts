@@ -14,7 +14,8 @@
  * - `GET …/v1/whitelist` answers a flat JSON array of CIDRs.
  *
  * Failures are injected one request at a time (`fail()`): 5xx, garbage,
- * truncated JSON, a body that trickles in slowly, a connection reset.
+ * truncated JSON, a body that trickles in slowly, a connection reset, a
+ * body that starts and never ends.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -55,7 +56,9 @@ export type FakeFault =
   /** Headers, part of the body, then the connection is destroyed. */
   | { kind: 'reset' }
   /** A raw body with status 200, e.g. `{"new":null,"deleted":null}` or items of the wrong shape. */
-  | { kind: 'body'; body: string };
+  | { kind: 'body'; body: string }
+  /** Status 200 and the start of a body, then nothing more: the response never ends (counted in `stallsHungUp` when the client hangs up). */
+  | { kind: 'stall'; body: string };
 
 export type FakeEndpoint = 'stream' | 'whitelist';
 
@@ -105,6 +108,8 @@ export class FakeMikoPbx {
   private cursors = new Map<string, number>();
   private faults: Array<{ fault: FakeFault; endpoint: FakeEndpoint | 'any' }> = [];
   private port = 0;
+  /** Stalled responses (`stall` fault) whose client hung up. */
+  stallsHungUp = 0;
 
   private constructor(opts: FakeMikoPbxOptions) {
     this.tokens = new Set(opts.tokens);
@@ -254,6 +259,15 @@ export class FakeMikoPbx {
           setTimeout(step, fault.ms).unref();
         };
         return step();
+      }
+      case 'stall': {
+        rec.status = 200;
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
+        res.write(fault.body);
+        res.on('close', () => {
+          if (!res.writableEnded) this.stallsHungUp++;
+        });
+        return;
       }
       case 'reset': {
         rec.status = 200;

@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SourceError } from '../../src/core/errors.js';
 import { parseGoDuration } from '../../src/core/duration.js';
 import { createLapiSource, lapiSourceSchema } from '../../src/sources/lapi.js';
@@ -210,6 +210,19 @@ describe('sources/lapi: failures become SourceErrors naming the source', () => {
     const err = await rejection(source({ timeout: 0.3 }).snapshot({ now: T0 }));
     expect(err.message).toMatch(/^source pbx: decisions .*: timed out after 300ms$/);
     expect(err.code).toBe('timeout');
+  });
+
+  it.each([
+    ['an HTML page', '<html><body>502 Bad Gateway', /malformed response: expected a JSON object, got "<html><body>502 Bad /],
+    ['mismatched brackets in the deleted history', `{"deleted":[${'{"id":1},'.repeat(2000)}{"id":2]`, /malformed response: mismatched '\]' at offset 18019/],
+  ])('refuses a body at its first bad byte (%s) and hangs up, without waiting for the rest', async (_n, body, message) => {
+    // The response never ends: only reading it as it arrives can answer before the timeout.
+    pbx.fail({ kind: 'stall', body });
+    const before = pbx.stallsHungUp;
+    const err = await rejection(source({ timeout: 20 }).snapshot({ now: T0 }));
+    expect(err.code).toBe('format');
+    expect(err.message).toMatch(message);
+    await vi.waitFor(() => expect(pbx.stallsHungUp).toBe(before + 1));
   });
 
   it('stops reading past max_response_bytes, with or without Content-Length', async () => {
