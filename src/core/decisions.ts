@@ -452,17 +452,39 @@ export class StreamBodyReader {
     const n = b.length;
     const stack = this.stack;
     let depth = this.depth;
-    let inStr = this.inStr;
-    let esc = this.esc;
     let items = this.items;
+    // The chunk before ended inside a string (maybe right after a backslash): finish that string first.
+    if (this.inStr) {
+      if (this.esc && i < n) i++;
+      for (; i < n; i++) {
+        const d = b[i];
+        if (d === Ch.Quote) break;
+        if (d === Ch.Backslash) i++;
+      }
+      if (i >= n) {
+        // Ends inside the string again; `i > n` means its last byte was a backslash.
+        this.esc = i > n;
+        return n;
+      }
+      this.inStr = false;
+      this.esc = false;
+      i++;
+    }
     for (; i < n; i++) {
       const c = b[i]!;
-      if (inStr) {
-        if (esc) esc = false;
-        else if (c === Ch.Backslash) esc = true;
-        else if (c === Ch.Quote) inStr = false;
-      } else if (c === Ch.Quote) inStr = true;
-      else if (c === Ch.LBracket || c === Ch.LBrace) {
+      if (c === Ch.Quote) {
+        // Strings are most of the bytes: a tight loop to the closing quote.
+        for (i++; i < n; i++) {
+          const d = b[i];
+          if (d === Ch.Quote) break;
+          if (d === Ch.Backslash) i++;
+        }
+        if (i >= n) {
+          this.inStr = true;
+          this.esc = i > n;
+          break;
+        }
+      } else if (c === Ch.LBracket || c === Ch.LBrace) {
         if (depth === MAX_DEPTH) throw new StreamFormatError(`nested more than ${MAX_DEPTH} deep at offset ${base + i}`);
         stack[depth++] = c;
         if (depth === 2 && c === Ch.LBrace) items++;
@@ -475,10 +497,8 @@ export class StreamBodyReader {
       }
     }
     this.depth = depth;
-    this.inStr = inStr;
-    this.esc = esc;
     this.items = items;
-    return i;
+    return Math.min(i, n);
   }
 }
 

@@ -231,6 +231,24 @@ describe('core/decisions: a body read chunk by chunk (StreamBodyReader)', () => 
     );
   });
 
+  it('keeps track of escapes in the deleted history wherever a chunk ends (after a backslash included)', () => {
+    // Escaped quotes and backslashes, and strings that end in an escaped backslash, with brackets after them.
+    const scenarios = ['a"]b', 'c\\', '\\"}', 'x\\\\', '"{[', 'é\\"'];
+    const deleted = scenarios.map((scenario, i) => ({ ...ITEM, duration: '-1s', id: i, scenario }));
+    const body = Buffer.from(JSON.stringify({ deleted, new: [ITEM, { ...ITEM, value: '192.0.2.2', scenario: '\\"]' }] }));
+    const want = parseStreamBody(body, { ...opts, includeDeleted: true });
+    const held = body.length - Buffer.byteLength(JSON.stringify(deleted)) + 4;
+    for (let k = 0; k <= body.length; k++) {
+      for (const cuts of [[k], [k, k + 1], [k, k + 2]]) {
+        const r = pushCut(body, cuts);
+        const got = r.finish();
+        expect(got.decisions, `cuts ${cuts.join(',')}`).toEqual(want.decisions);
+        expect(got.deletedCount).toBe(scenarios.length);
+        expect(r.heldBytes, `cuts ${cuts.join(',')}`).toBe(held);
+      }
+    }
+  });
+
   it('reads a real startup snapshot one byte at a time', () => {
     const body = Buffer.from(sampleBody('07-startup-full-includes-expired-as-deleted.txt'));
     const r = pushCut(body, Array.from({ length: body.length }, (_, i) => i));
