@@ -4,54 +4,35 @@
  * in its own process so peak RSS is this workload's alone; the floor (a bare
  * JSON.parse of the same bytes) runs in a fresh process of its own (`floor`),
  * so both are measured cold. `run` then measures both again warm, in the same
- * process. Prints one JSON line; asserts nothing about time.
+ * process. The body is pushed to the reader in 64 KiB chunks, as the LAPI
+ * source does with a response; `bench/stream.ts` measures the source itself
+ * over HTTP. Prints one JSON line; asserts nothing about time.
  */
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { parseStreamBody } from '../src/core/decisions.js';
+import { StreamBodyReader } from '../src/core/decisions.js';
 import { computeDesired } from '../src/core/desired.js';
 import { originClassOf } from '../src/core/decisions.js';
 import { NetIndex, toNet } from '../src/core/cidr.js';
 import { DEFAULT_GUARDS } from '../src/core/desired.js';
 import { planTarget } from '../src/core/plan.js';
 import type { Pool, Rule, TargetState } from '../src/core/types.js';
+import { CHUNK_BYTES, body } from './lib/lapi-body.js';
 
 const N = Number(process.argv[2] ?? 10_000);
 const NOW = Date.UTC(2026, 10, 23, 8, 0, 0);
-const ORIGINS = ['crowdsec', 'CAPI', 'lists', 'cscli', 'CAPI', 'lists'];
-
-function item(i: number, salt: number): string {
-  const k = i * 7 + salt;
-  let value: string;
-  let scope = 'Ip';
-  const r = i % 10;
-  if (r < 7) value = `${11 + ((k >> 24) & 127)}.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255}`;
-  else if (r < 9) value = `2001:db8:${((k >> 16) & 0xffff).toString(16)}:${(k & 0xffff).toString(16)}::1`;
-  else {
-    value = `${150 + ((k >> 16) & 63)}.${(k >> 8) & 255}.${k & 255}.0/24`;
-    scope = 'Range';
-  }
-  const secs = 600 + (i % 86_400);
-  return `{"duration":"${Math.floor(secs / 3600)}h${Math.floor((secs % 3600) / 60)}m${secs % 60}.123456789s","id":${i + 1},"origin":"${ORIGINS[i % ORIGINS.length]}","scenario":"crowdsecurity/ssh-bf","scope":"${scope}","type":"ban","value":"${value}"}`;
-}
-
-function body(n: number, salt: number): string {
-  const parts: string[] = [];
-  parts.push('{"deleted":[');
-  // A long expired history, as a real LAPI sends on startup=true.
-  for (let i = 0; i < n; i++) parts.push(`${i ? ',' : ''}${item(i + n, salt + 3).replace(/"duration":"[^"]+"/, '"duration":"-3.06s"')}`);
-  parts.push('],"new":[');
-  for (let i = 0; i < n; i++) parts.push(`${i ? ',' : ''}${item(i, salt)}`);
-  parts.push(']}');
-  return parts.join('');
-}
-
 const opts = { source: 'bench', now: NOW };
 const whitelist = new NetIndex(['11.0.0.5/32', '2001:db8::/64', '150.1.1.0/28'].map(toNet));
 
 const phases = { parse: 0, desired: 0, plan: 0 };
+/** Bytes the reader held for JSON.parse: the body without its `deleted` history. */
+let held = 0;
 function pipeline(text: Buffer, state: TargetState) {
   let t0 = performance.now();
-  const parsed = parseStreamBody(text, opts);
+  // Chunk by chunk, as the LAPI source reads a response.
+  const reader = new StreamBodyReader(opts);
+  for (let i = 0; i < text.length; i += CHUNK_BYTES) reader.push(text.subarray(i, i + CHUNK_BYTES));
+  held = reader.heldBytes;
+  const parsed = reader.finish();
   let t1 = performance.now();
   phases.parse = t1 - t0;
   const desired = computeDesired(parsed.decisions, whitelist, DEFAULT_GUARDS, NOW, originClassOf);
@@ -142,6 +123,7 @@ if (mode === 'run' || mode === 'all') {
     JSON.stringify({
       n: N,
       bytes,
+      heldBytes: held,
       pipelineMs: Math.round(pipelineMs),
       phasesMs: coldPhases,
       warmFloorMs: Math.round(warmFloorMs),

@@ -37,7 +37,7 @@ const sizes = smoke ? [1_000] : [1_000, 10_000, 100_000, 1_000_000];
 const repeats = (n) => (smoke ? 1 : n >= 1_000_000 ? 3 : 5);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 console.log('## Decision pipeline (parse → desired → fit → plan, 1% churn against the previous state)\n');
-console.log('| decisions | body MB | cold: JSON.parse ms | cold: pipeline ms (parse / desired / plan) | cold ratio | warm: JSON.parse ms | warm: pipeline ms | warm ratio | runs (cold pipeline ms min–max) | peak RSS MB (at start) | changes |');
+console.log('| decisions | body MB (held for JSON.parse) | cold: JSON.parse ms | cold: pipeline ms (parse / desired / plan) | cold ratio | warm: JSON.parse ms | warm: pipeline ms | warm ratio | runs (cold pipeline ms min–max) | peak RSS MB (at start) | changes |');
 console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|');
 for (const n of sizes) {
   run('pipeline', [String(n), 'gen', out], ['--max-old-space-size=6144']);
@@ -56,14 +56,14 @@ for (const n of sizes) {
   const warm = median(rs.map((x) => x.warmPipelineMs));
   const times = rs.map((x) => x.pipelineMs);
   console.log(
-    `| ${n.toLocaleString('en')} | ${(r.bytes / 1e6).toFixed(1)} | ${floor} | ${r.pipelineMs} (${r.phasesMs.parse} / ${r.phasesMs.desired} / ${r.phasesMs.plan}) | ${(r.pipelineMs / floor).toFixed(2)}× | ${warmFloor} | ${warm} | ${(warm / warmFloor).toFixed(2)}× | ${rs.length} (${Math.min(...times)}–${Math.max(...times)}) | ${Math.max(...rs.map((x) => x.peakRssMb))} (${r.rssBeforeMb}) | ${r.changes} (${r.changedCidrs} CIDRs) |`,
+    `| ${n.toLocaleString('en')} | ${(r.bytes / 1e6).toFixed(1)} (${(r.heldBytes / 1e6).toFixed(1)}) | ${floor} | ${r.pipelineMs} (${r.phasesMs.parse} / ${r.phasesMs.desired} / ${r.phasesMs.plan}) | ${(r.pipelineMs / floor).toFixed(2)}× | ${warmFloor} | ${warm} | ${(warm / warmFloor).toFixed(2)}× | ${rs.length} (${Math.min(...times)}–${Math.max(...times)}) | ${Math.max(...rs.map((x) => x.peakRssMb))} (${r.rssBeforeMb}) | ${r.changes} (${r.changedCidrs} CIDRs) |`,
   );
 }
 console.log(
   '\nCold: a fresh process per measurement (a one-shot run: CLI, Lambda, CronJob); the pipeline and its floor, a bare `JSON.parse` of the same bytes, each run in their own process after loading the same files. Warm: both again in the pipeline\'s process after a full GC (a daemon\'s later passes).',
 );
 
-for (const extra of ['cidr', 'api', 'cold-start', 'latency']) {
+for (const extra of ['stream', 'cidr', 'api', 'cold-start', 'latency']) {
   if (!entries.includes(`${extra}.ts`)) continue;
   const rows = run(extra, smoke ? ['--smoke'] : []);
   for (const r of rows) if (r.markdown) console.log(`\n${r.markdown}`);
