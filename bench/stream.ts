@@ -12,7 +12,9 @@
  *   read into one Buffer (what the source did before it streamed);
  * - `json`: the body read into one Buffer and `JSON.parse`d whole, as a
  *   client that builds every item does (the floor of the pipeline table,
- *   on this body).
+ *   on this body);
+ * - `drain`: every chunk read and dropped, nothing parsed: what Node itself
+ *   costs to receive the body.
  *
  * Reports time from the request to the parsed result, and peak RSS. Median
  * of 3 runs (1 with `--smoke`); asserts nothing.
@@ -30,8 +32,14 @@ import { body } from './lib/lapi-body.js';
 const SELF = fileURLToPath(import.meta.url);
 const NOW = Date.UTC(2026, 10, 23, 8, 0, 0);
 const HISTORY = 10;
-const KINDS = ['source', 'buffered', 'json'] as const;
+const KINDS = ['source', 'buffered', 'json', 'drain'] as const;
 type Kind = (typeof KINDS)[number];
+const LABELS: Record<Kind, string> = {
+  source: "cloud-bouncer's LAPI source (reads the body as it arrives)",
+  buffered: 'the whole body buffered, then the same reader',
+  json: 'the whole body buffered, then `JSON.parse`',
+  drain: 'every chunk read and dropped, nothing parsed (Node alone)',
+};
 
 interface ClientResult {
   kind: Kind;
@@ -54,6 +62,19 @@ function fetchWhole(url: string): Promise<Buffer> {
   });
 }
 
+/** Reads the body and drops every chunk; resolves to -1 (nothing parsed). */
+function drain(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    request(new URL('v1/decisions/stream?startup=true', url), (res) => {
+      res.on('data', () => undefined);
+      res.on('end', () => resolve(-1));
+      res.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
 async function client(kind: Kind, url: string): Promise<ClientResult> {
   const t = performance.now();
   let decisions: number;
@@ -61,6 +82,8 @@ async function client(kind: Kind, url: string): Promise<ClientResult> {
     const cfg = lapiSourceSchema.parse({ name: 'bench', type: 'lapi', api_url: url, api_key: 'bench-key', timeout: 600 });
     const src = createLapiSource(cfg, { log: pino({ level: 'silent' }), userAgent: 'cloud-bouncer-bench' });
     decisions = (await src.snapshot({ now: NOW })).decisions.length;
+  } else if (kind === 'drain') {
+    decisions = await drain(url);
   } else {
     const whole = await fetchWhole(url);
     if (kind === 'buffered') {
@@ -106,11 +129,11 @@ async function main(): Promise<void> {
       for (let i = 0; i < runs; i++) {
         const out = execFileSync(process.execPath, ['--max-old-space-size=8192', SELF, 'client', kind, url], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
         const r = JSON.parse(out.trim().split('\n').pop()!) as ClientResult;
-        if (r.decisions !== n) throw new Error(`${kind}: read ${r.decisions} decisions, expected ${n}`);
+        if (kind !== 'drain' && r.decisions !== n) throw new Error(`${kind}: read ${r.decisions} decisions, expected ${n}`);
         rs.push(r);
         console.log(JSON.stringify(r));
       }
-      rows.push(`| ${kind === 'source' ? 'cloud-bouncer LAPI source (streamed)' : kind === 'buffered' ? 'whole body buffered, then the same reader' : 'whole body buffered, then `JSON.parse`'} | ${median(rs.map((r) => r.ms))} | ${median(rs.map((r) => r.peakRssMb))} |`);
+      rows.push(`| ${LABELS[kind]} | ${median(rs.map((r) => r.ms))} | ${median(rs.map((r) => r.peakRssMb))} |`);
     }
     const markdown = [
       `**Streaming the response** (${n.toLocaleString('en')} active decisions and ${(n * HISTORY).toLocaleString('en')} expired ones in \`deleted\`, ${(bytes / 1e6).toFixed(0)} MB, served over loopback HTTP; median of ${runs} fresh processes):`,
