@@ -294,19 +294,15 @@ export class StreamBodyReader {
           } else throw new StreamFormatError(`expected a key ${where(i)}`);
           break;
         case St.KeyString:
-          for (; i < n; i++) {
-            const d = chunk[i]!;
-            if (this.key.length < MAX_KEY_BYTES) this.key.push(d);
-            else this.keyLong = true;
-            if (this.esc) this.esc = false;
-            else if (d === Ch.Backslash) this.esc = true;
-            else if (d === Ch.Quote) {
-              i++;
-              this.st = St.Colon;
-              break;
-            }
+        case St.String: {
+          const end = this.walkString(chunk, i, this.st === St.KeyString);
+          if (end < 0) i = n;
+          else {
+            i = end;
+            this.st = this.st === St.KeyString ? St.Colon : St.AfterValue;
           }
           break;
+        }
         case St.Colon:
           if (isWs(c)) i++;
           else if (c === Ch.Colon) {
@@ -344,18 +340,6 @@ export class StreamBodyReader {
         case St.Container:
           i = this.walkContainer(chunk, i, base);
           if (this.depth === 0) this.endValue();
-          break;
-        case St.String:
-          for (; i < n; i++) {
-            const d = chunk[i]!;
-            if (this.esc) this.esc = false;
-            else if (d === Ch.Backslash) this.esc = true;
-            else if (d === Ch.Quote) {
-              i++;
-              this.st = St.AfterValue;
-              break;
-            }
-          }
           break;
         case St.Scalar:
           for (; i < n; i++) {
@@ -445,6 +429,21 @@ export class StreamBodyReader {
       this.dropping = false;
       this.st = St.Pass;
     } else this.st = St.AfterValue;
+  }
+
+  /** Walks a key or a string value from `i`, across chunks; returns the index past its closing quote, or -1 when the chunk ends first. */
+  private walkString(b: Uint8Array, i: number, isKey: boolean): number {
+    for (const n = b.length; i < n; i++) {
+      const d = b[i]!;
+      if (isKey) {
+        if (this.key.length < MAX_KEY_BYTES) this.key.push(d);
+        else this.keyLong = true;
+      }
+      if (this.esc) this.esc = false;
+      else if (d === Ch.Backslash) this.esc = true;
+      else if (d === Ch.Quote) return i + 1;
+    }
+    return -1;
   }
 
   /** Walks a container from `i`; returns where it stopped (end of chunk, or just past the closing bracket). */
