@@ -48,26 +48,13 @@ interface ClientResult {
   decisions: number;
 }
 
-/** Reads the whole body into one Buffer. */
-function fetchWhole(url: string): Promise<Buffer> {
+/** Reads the body: into one Buffer, or (`keep` false) dropping every chunk. */
+function fetchBody(url: string, keep: boolean): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     request(new URL('v1/decisions/stream?startup=true', url), (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('data', (c: Buffer) => keep && chunks.push(c));
       res.on('end', () => resolve(Buffer.concat(chunks)));
-      res.on('error', reject);
-    })
-      .on('error', reject)
-      .end();
-  });
-}
-
-/** Reads the body and drops every chunk; resolves to -1 (nothing parsed). */
-function drain(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    request(new URL('v1/decisions/stream?startup=true', url), (res) => {
-      res.on('data', () => undefined);
-      res.on('end', () => resolve(-1));
       res.on('error', reject);
     })
       .on('error', reject)
@@ -83,9 +70,10 @@ async function client(kind: Kind, url: string): Promise<ClientResult> {
     const src = createLapiSource(cfg, { log: pino({ level: 'silent' }), userAgent: 'cloud-bouncer-bench' });
     decisions = (await src.snapshot({ now: NOW })).decisions.length;
   } else if (kind === 'drain') {
-    decisions = await drain(url);
+    await fetchBody(url, false);
+    decisions = -1;
   } else {
-    const whole = await fetchWhole(url);
+    const whole = await fetchBody(url, true);
     if (kind === 'buffered') {
       const r = new StreamBodyReader({ source: 'bench', now: NOW });
       r.push(whole);

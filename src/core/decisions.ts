@@ -268,7 +268,6 @@ export class StreamBodyReader {
     let keepFrom = this.dropping ? -1 : 0;
     const n = chunk.length;
     let i = 0;
-    const where = (at: number) => (at < n ? `at offset ${base + at}` : '');
     while (i < n) {
       const c = chunk[i]!;
       switch (this.st) {
@@ -291,7 +290,7 @@ export class StreamBodyReader {
           } else if (c === Ch.RBrace && this.st === St.KeyOrClose) {
             this.st = St.Pass;
             i = n;
-          } else throw new StreamFormatError(`expected a key ${where(i)}`);
+          } else throw new StreamFormatError(`expected a key at offset ${base + i}`);
           break;
         case St.KeyString:
         case St.String: {
@@ -309,7 +308,7 @@ export class StreamBodyReader {
             this.st = St.Value;
             this.dropping = this.keyIs('deleted');
             i++;
-          } else throw new StreamFormatError(`expected ':' ${where(i)}`);
+          } else throw new StreamFormatError(`expected ':' at offset ${base + i}`);
           break;
         case St.Value:
           if (isWs(c)) {
@@ -359,7 +358,7 @@ export class StreamBodyReader {
           } else if (c === Ch.RBrace) {
             this.st = St.Pass;
             i = n;
-          } else throw new StreamFormatError(`expected ',' or '}' ${where(i)}`);
+          } else throw new StreamFormatError(`expected ',' or '}' at offset ${base + i}`);
           break;
         case St.Pass:
           i = n;

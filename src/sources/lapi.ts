@@ -417,6 +417,8 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
     return h;
   }
 
+  const malformed = (what: string, err: StreamFormatError) => fail(`${what} ${where}: malformed response: ${err.message}`, 'format', err);
+
   /** A 200 body is returned whole, or handed to `sink` chunk by chunk (then `body` is empty). */
   async function get(url: URL, what: string, hdrs: Record<string, string>, ag: HttpAgent, signal: AbortSignal | undefined, sink?: (chunk: Buffer) => void): Promise<HttpResult> {
     let res: HttpResult;
@@ -424,7 +426,7 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
       res = await httpGet(url, { headers: hdrs, agent: ag, timeoutMs: cfg.timeout, maxBytes: cfg.max_response_bytes, signal, sink });
     } catch (err) {
       // The sink refused the body at its first bad byte; the rest was not read.
-      if (err instanceof StreamFormatError) throw fail(`${what} ${where}: malformed response: ${err.message}`, 'format', err);
+      if (err instanceof StreamFormatError) throw malformed(what, err);
       const d = describeHttpError(err, `${what} ${where}`);
       throw fail(d.message, d.code, err);
     }
@@ -485,7 +487,7 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
     try {
       parsed = reader.finish();
     } catch (err) {
-      if (err instanceof StreamFormatError) throw fail(`decisions ${where}: malformed response: ${err.message}`, 'format', err);
+      if (err instanceof StreamFormatError) throw malformed('decisions', err);
       throw fail(`decisions ${where}: ${errorLine(err)}`, 'format', err);
     }
     return { parsed, whitelist: wl?.entries ?? [], bytes: res.size + (wl?.bytes ?? 0) };
