@@ -55,6 +55,8 @@ export interface ParseOptions {
   includeDeleted?: boolean | undefined;
   /** Origin → class (default: `originClassOf` with the default classes). */
   classify?: ((origin: string) => OriginClass) | undefined;
+  /** Other top-level keys to return as parsed, in `ParseResult.kept` (the file source's `whitelist`). */
+  keep?: readonly string[] | undefined;
 }
 
 export interface ParseResult {
@@ -68,6 +70,8 @@ export interface ParseResult {
   /** Items in `new` whose duration had already run out. */
   expired: number;
   deletedCount: number;
+  /** The top-level keys named in `ParseOptions.keep` that the body has, as parsed. */
+  kept: Record<string, unknown>;
 }
 
 const MAX_SAMPLES = 5;
@@ -551,7 +555,9 @@ function readItems(obj: Record<string, unknown>, opts: ParseOptions, deletedCoun
       if (dd) deleted.push(dd);
     }
   }
-  return { decisions, deleted, ...c, deletedCount };
+  const kept: Record<string, unknown> = {};
+  for (const key of opts.keep ?? []) if (Object.hasOwn(obj, key)) kept[key] = obj[key];
+  return { decisions, deleted, ...c, deletedCount, kept };
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
  * The `file` source: the stream JSON shape read from disk, with an optional
- * sibling `whitelist` array.
+ * sibling `whitelist` array, read as a stream.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -69,13 +71,41 @@ describe('sources/file', () => {
     expect(cidrs(await src.snapshot({ now: NOW }))).toEqual(['192.0.2.2/32']);
   });
 
+  it('reads a file of many chunks: the history is counted, a whitelist after it is kept', async () => {
+    // About 2 MB of history (30 read chunks), with strings that hold JSON punctuation.
+    const history = Array.from({ length: 12_000 }, (_, i) => item(`10.${(i >> 8) & 255}.${i & 255}.1`, { scenario: `x/"]}[{,\\${i}` }));
+    const body = `{"deleted": ${JSON.stringify(history)},\n "new": ${JSON.stringify([item('192.0.2.1'), item('2001:db8::/64', { scope: 'Range' })])},\n "whitelist": ["203.0.113.5"]}`;
+    const p = file(body);
+    const snap = await source({ path: p }).snapshot({ now: NOW });
+    expect(cidrs(snap)).toEqual(['192.0.2.1/32', '2001:db8::/64']);
+    expect(snap).toMatchObject({ deletedCount: 12_000, whitelist: ['203.0.113.5'], bytes: statSync(p).size });
+  });
+
+  it('refuses a malformed file at its first bad byte, without waiting for the rest', async () => {
+    // A FIFO whose writer sends a broken history and then stays open: a reader that buffered the
+    // whole file would wait for an end that never comes.
+    const p = join(mkdtempSync(join(tmpdir(), 'cb-src-')), 'decisions.fifo');
+    execFileSync('mkfifo', [p]);
+    const pending = source({ path: p }).snapshot({ now: NOW });
+    // Opened asynchronously: a FIFO's open waits for the other end, which the source opens on a later tick.
+    const writer = await open(p, 'w');
+    try {
+      await writer.write('{"deleted": [{"value": "192.0.2.1"}}');
+      const err = await rejection(pending);
+      expect(err.message).toMatch(/^source disk: .*decisions\.fifo: malformed decisions file: .*mismatched/);
+    } finally {
+      await writer.close();
+    }
+  }, 15_000);
+
   it.each([
     ['a missing file', undefined, /^source disk: cannot read .*missing\.json: ENOENT$/],
+    ['a directory', 'directory', /^source disk: cannot read .*: EISDIR$/],
     ['truncated JSON', '{"new":[{"duration":"1h","origin":"crowdsec"', /^source disk: .*: malformed decisions file: .*truncated/],
     ['garbage', 'hello', /^source disk: .*: malformed decisions file: expected a JSON object/],
     ['a whitelist that is not a list', JSON.stringify({ new: null, deleted: null, whitelist: '203.0.113.5' }), /"whitelist" must be an array of CIDRs/],
   ])('fails with a SourceError naming the source on %s', async (_n, content, message) => {
-    const p = content === undefined ? join(tmpdir(), 'cb-does-not-exist', 'missing.json') : file(content);
+    const p = content === undefined ? join(tmpdir(), 'cb-does-not-exist', 'missing.json') : content === 'directory' ? mkdtempSync(join(tmpdir(), 'cb-src-')) : file(content);
     const err = await rejection(source({ path: p }).snapshot({ now: NOW }));
     expect(err.message).toMatch(message);
     expect(err.source).toBe('disk');
