@@ -160,20 +160,25 @@ describe('security (a): secrets never reach logs or plan output', () => {
     }
   });
 
-  it('prints no piece of a key that a server echoes inside a 200 body that is not JSON', async () => {
-    // Prepare: a proxy or a broken server that answers 200 with the credential it got, unquoted inside the envelope.
+  it.each([
+    ['inside a JSON envelope', (cred: string) => `{"new":[${cred}],"deleted":null}`],
+    // The "expected a JSON object, got ..." message quotes the body's first 20 bytes: a cut key.
+    ['at the start of a body that is not JSON', (cred: string) => `key=${cred}`],
+  ])('prints no piece of a key that a server echoes in a 200 body, %s', async (_n, body) => {
+    // Prepare: a proxy or a broken server that answers 200 with the credential it got.
     const cfg = config(plain.url);
     plain.reply = (path) => {
       const h = plain.seen.at(-1)!.headers;
-      return path.endsWith('/v1/whitelist') ? { kind: 'body', body: '[]' } : { kind: 'body', body: `{"new":[${String(h['x-api-key'] ?? h.authorization)}],"deleted":null}` };
+      return path.endsWith('/v1/whitelist') ? { kind: 'body', body: '[]' } : { kind: 'body', body: body(String(h['x-api-key'] ?? h.authorization)) };
     };
 
     // Act
     const r = await runCli(['plan', '--config', cfg, '--output', 'json', '--log-level', 'trace']);
 
-    // Assess
+    // Assess: the refusal is reported, and no piece of any secret with it.
     expect(r.code).toBe(1);
     const out = `${r.stdout}\n${r.stderr}`;
+    expect(out).toMatch(/malformed/);
     for (const [kind, secret] of Object.entries(SECRETS)) expect(leaks(out, secret), kind).toEqual([]);
   });
 
