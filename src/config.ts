@@ -77,7 +77,8 @@ export const configSchema = z
         interval: duration().default(60_000),
         listen: z
           .string()
-          .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port')
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, like "127.0.0.1:9090" or "[::1]:9090"')
+          .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65_535, 'expected a port from 0 to 65535 (0: any free port)')
           .default('127.0.0.1:9090'),
         /** Let LAPI sources poll deltas between full resyncs. */
         delta: z.boolean().default(true),

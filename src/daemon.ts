@@ -7,7 +7,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { errorLine } from './core/errors.js';
+import { ConfigError, errorLine } from './core/errors.js';
 import { runPass } from './core/reconcile.js';
 import { realSleep } from './core/queue.js';
 import { Metrics } from './metrics.js';
@@ -18,6 +18,19 @@ export interface DaemonOptions {
   /** Stop after this many passes (tests). */
   maxPasses?: number;
   signal?: AbortSignal;
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (another daemon? pick another port)',
+  EACCES: 'permission denied (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'no interface of this machine has that address',
+  ENOTFOUND: 'the host name does not resolve',
+};
+
+/** A failed listen names the key that sets the address. */
+function listenError(listen: string, err: NodeJS.ErrnoException): ConfigError {
+  const why = (err.code && LISTEN_ERRORS[err.code]) ?? errorLine(err);
+  return new ConfigError('daemon.listen', `cannot listen on ${listen}: ${why}${err.code ? ` (${err.code})` : ''}`, { cause: err });
 }
 
 function splitHostPort(listen: string): { host: string; port: number } {
@@ -71,7 +84,7 @@ export async function runDaemon(config: Config, sel: TargetSelection, log: Logge
   });
   const { host, port } = splitHostPort(config.daemon.listen);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(config.daemon.listen, err)));
     server.listen(port, host, () => resolve());
   });
   const addr = server.address();

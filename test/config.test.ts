@@ -40,6 +40,8 @@ describe('config', () => {
     ['an unknown key', `${minimal}gaurds: {}\n`, /^config: gaurds: unknown key/],
     ['a bad duration', `${minimal}guards:\n  max_ttl: forever\n`, /^config: guards\.max_ttl: expected a duration like "90s" or "1h30m", got "forever"$/],
     ['no targets', minimal.slice(0, minimal.indexOf('targets:')) + 'targets: []\n', /^config: targets: expected at least one target/],
+    ['a listen port out of range', `${minimal}daemon:\n  listen: 127.0.0.1:99999\n`, /^config: daemon\.listen: expected a port from 0 to 65535/],
+    ['a listen address without a port', `${minimal}daemon:\n  listen: 127.0.0.1\n`, /^config: daemon\.listen: expected host:port/],
     ['a duplicate target name', `${minimal}  - name: demo\n    provider: file\n    path: y.json\n`, /^config: targets: target name "demo" is used twice/],
   ])('names the key on %s', async (_name, text, message) => {
     const err = await loadConfig({ path: yamlFile(text), env: {} }).catch((e: unknown) => e);

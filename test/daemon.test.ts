@@ -4,7 +4,7 @@
  * no new one starts, nothing is left half-written, and the next run converges.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
@@ -18,11 +18,15 @@ function decisions(ips: string[]): string {
   return JSON.stringify({ new: ips.map((value) => ({ duration: '4h', origin: 'crowdsec', scenario: 'crowdsecurity/sip-bf', scope: 'Ip', type: 'ban', value })), deleted: null });
 }
 
-function startDaemon(cfg: string): { child: ChildProcess; port: Promise<number>; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [CLI, 'run', '--config', cfg], {
+function spawnDaemon(cfg: string): ChildProcess {
+  return spawn(process.execPath, [CLI, 'run', '--config', cfg], {
     env: { ...process.env, AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret-for-the-local-fake-only', AWS_EC2_METADATA_DISABLED: 'true' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+}
+
+function startDaemon(cfg: string): { child: ChildProcess; port: Promise<number>; exit: Promise<number | null> } {
+  const child = spawnDaemon(cfg);
   let err = '';
   const port = new Promise<number>((resolve, reject) => {
     child.stderr!.on('data', (d: Buffer) => {
@@ -133,5 +137,30 @@ daemon:
     d2.child.kill('SIGTERM');
     expect(await d2.exit).toBe(0);
     expect(ownershipProblems(fake, aclId)).toEqual([]);
+  });
+
+  it('names daemon.listen and exits 1 when the address is taken, before any call to the cloud', async () => {
+    // Prepare: a listener already holds the port.
+    const { createServer } = await import('node:net');
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+    const taken = (holder.address() as { port: number }).port;
+    const busy = join(dir, 'busy.yaml');
+    writeFileSync(busy, readFileSync(cfg, 'utf8').replace('listen: 127.0.0.1:0', `listen: 127.0.0.1:${taken}`));
+    const callsBefore = fake.totalCalls;
+    try {
+      // Act
+      const child = spawnDaemon(busy);
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+
+      // Assess
+      expect(code).toBe(1);
+      expect(err.trim()).toBe(`cloud-bouncer: error: config: daemon.listen: cannot listen on 127.0.0.1:${taken}: the address is already in use (another daemon? pick another port) (EADDRINUSE)`);
+      expect(fake.totalCalls).toBe(callsBefore);
+    } finally {
+      holder.close();
+    }
   });
 });
