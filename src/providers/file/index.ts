@@ -29,7 +29,7 @@ import { formatMarker, parseMarker } from '../../core/marker.js';
 import { FatalError, RetryableError } from '../../core/errors.js';
 import { overlaps, toNet, tryParseCidr } from '../../core/cidr.js';
 import { countCall, emptyStats, assertPlanStillHolds } from '../provider.js';
-import { duration, queueSchema, retrySchema } from '../../schema.js';
+import { duration, queueOptions, queueSchema } from '../../schema.js';
 import type { ApplyContext, ApplyResult, CallStats, Provider, ProviderContext, ProviderModule } from '../provider.js';
 import type { Change, Conflict, Family, ForeignRule, Pool, Rule, TargetState } from '../../core/types.js';
 
@@ -46,12 +46,15 @@ export const fileConfigSchema = z
       .default('cloud-bouncer'),
     bucket: duration().default(3_600_000),
     lock_timeout: duration().default(30_000),
-    queue: queueSchema.optional(),
-    retry: retrySchema.optional(),
+    /** Rate limit only: the whole file is rewritten per change, so writes run one at a time. */
+    queue: queueSchema.extend({ concurrency: z.number().int().min(1).max(1, 'expected 1: the file provider writes one change at a time').optional() }).optional(),
   })
   .strict();
 
 export type FileConfig = z.infer<typeof fileConfigSchema>;
+
+/** One write at a time; the `queue` key can slow the writes down, to stand in for a cloud's rate limit. */
+const DEFAULT_QUEUE = { concurrency: 1, intervalCap: 1_000, intervalMs: 1_000 };
 
 const fileRuleSchema = z.object({
   name: z.string().min(1),
@@ -233,7 +236,7 @@ export class FileProvider implements Provider {
     try {
       const doc = await this.load();
       assertPlanStillHolds(this.target, changes, this.toState(doc));
-      const queue = createQueue({ concurrency: 1, intervalCap: 1_000, intervalMs: 1_000 });
+      const queue = createQueue(queueOptions(this.cfg.queue, DEFAULT_QUEUE));
       const outcomes = await applyPhased(
         changes,
         async (c) => {
