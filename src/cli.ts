@@ -36,7 +36,7 @@ Options:
   -o, --output text|json     plan and status output format (default text)
       --detailed-exitcode    plan: exit 0 when no changes, 2 when changes, 1 on error
       --yes                  flush: confirm
-  -l, --log-level LEVEL      trace|debug|info|warn|error|silent (default from config, else info)
+  -l, --log-level LEVEL      trace|debug|info|warn|error|fatal|silent (default from config, else info)
   -v, --version              print the version
   -h, --help                 this help
 `;
@@ -81,7 +81,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       },
     });
   } catch (err) {
-    return fail(io, new UsageError(`${errorLine(err)} (see cloud-bouncer --help)`));
+    // Node's parseArgs explains some mistakes over several lines (a value that starts with a dash): keep them all, on one line.
+    const why = err instanceof Error ? err.message.split('\n').map((l) => l.trim()).filter(Boolean).join(' ') : errorLine(err);
+    return fail(io, new UsageError(`${why} (see cloud-bouncer --help)`));
   }
   const { values, positionals } = args;
   if (values.version) {
@@ -89,10 +91,11 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   const command = positionals[0];
-  if (values.help || !command) {
+  if (values.help) {
     io.stdout(USAGE);
-    return command || values.help ? 0 : 1;
+    return 0;
   }
+  if (!command) return fail(io, new UsageError('no command given; expected plan, apply, run, status, flush or validate (see cloud-bouncer --help)'));
   if (!['plan', 'apply', 'run', 'status', 'flush', 'validate'].includes(command)) {
     return fail(io, new UsageError(`unknown command ${JSON.stringify(command)}; expected plan, apply, run, status, flush or validate`));
   }
@@ -102,6 +105,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   const logLevel = values['log-level'];
   if (logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     return fail(io, new UsageError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`));
+  }
+  if (values.target !== undefined && values['target-index'] !== undefined) {
+    return fail(io, new UsageError('--target and --target-index both select a target; give one of them'));
   }
   let targetIndex: number | undefined;
   if (values['target-index'] !== undefined) {

@@ -238,7 +238,7 @@ export async function readRawConfig(opts: LoadOptions): Promise<Record<string, u
     try {
       doc = parseYaml(text) ?? {};
     } catch (err) {
-      throw new ConfigError(where, `not valid YAML: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+      throw new ConfigError(where, `not valid YAML: ${(err as Error).message.split('\n')[0]!.replace(/:\s*$/, '')}`, { cause: err });
     }
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {

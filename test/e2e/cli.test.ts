@@ -162,6 +162,22 @@ describe('cli (file target)', () => {
     expect(existsSync(join(dir, 'x.json'))).toBe(false);
   });
 
+  it.each([
+    ['no command', [], /^cloud-bouncer: error: no command given; expected plan, apply, run, status, flush or validate \(see cloud-bouncer --help\)$/],
+    ['an unknown command', ['deploy'], /^cloud-bouncer: error: unknown command "deploy"/],
+    ['both --target and --target-index', ['validate', '-c', 'examples/quickstart.yaml', '-t', 'demo', '--target-index', '0'], /^cloud-bouncer: error: --target and --target-index both select a target; give one of them$/],
+    ['a value that starts with a dash', ['validate', '-c', 'examples/quickstart.yaml', '--target-index', '-1'], /^cloud-bouncer: error: Option '--target-index' argument is ambiguous\. .*'--target-index=-XYZ'\. \(see cloud-bouncer --help\)$/],
+    ['a negative index given with =', ['validate', '-c', 'examples/quickstart.yaml', '--target-index=-1'], /^cloud-bouncer: error: --target-index: expected a number >= 0, got "-1"$/],
+    ['a config that is not YAML', ['validate', '-c', 'test/fixtures/not-yaml.yaml'], /^cloud-bouncer: error: config: test\/fixtures\/not-yaml\.yaml: not valid YAML: All mapping items must start at the same column at line 3, column \d+$/],
+  ])('prints one line on stderr and exits 1 on %s', async (_n, args, message) => {
+    const r = await cli(args);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.endsWith('\n')).toBe(true);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr.trim()).toMatch(message);
+  });
+
   it('flush needs --yes, then removes every owned rule and nothing else', async () => {
     const dir = tmp();
     const cfg = lapiConfig(dir);
