@@ -54,7 +54,8 @@ export interface Runtime {
 export async function createRuntime(config: Config, log: Logger, sel: TargetSelection = {}, extra: Partial<PassDeps> = {}): Promise<Runtime> {
   const targets = selectTargets(config, sel);
   const created = await createProviders(config, targets, log);
-  const sources = config.sources.map((s) => createSource(s, log.child({ source: s.name })));
+  // Each source names itself in its log lines.
+  const sources = config.sources.map((s) => createSource(s, log));
   const passTargets: PassTarget[] = created.map(({ cfg, provider }) => ({ provider, maxWritesPerRun: cfg.max_writes_per_run }));
   const deps: PassDeps = {
     sources,

@@ -10,6 +10,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { formatMarker } from '../../src/core/marker.js';
+import { captureLog } from '../helpers/lapi.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -196,6 +197,19 @@ describe('cli (file target)', () => {
     mode = 'ok';
     expect(r.code).toBe(0);
     expect((JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string }> }).rules.map((x) => x.name)).toEqual(['allow-office']);
+  });
+
+  it('writes log lines that name each key once', async () => {
+    const { log, text } = captureLog();
+    const r = await main(['plan', '--config', 'examples/quickstart.yaml'], { stdout: () => undefined, stderr: () => undefined, env: {}, log });
+    expect(r).toBe(0);
+    const lines = text().trim().split('\n');
+    expect(lines.some((l) => l.includes('"source":"sample"'))).toBe(true);
+    for (const line of lines) {
+      const keys = [...line.matchAll(/"([a-z_]+)":/g)].map((m) => m[1]);
+      // Top-level keys only matter here; the quick start's lines are flat.
+      expect(keys.length, line).toBe(new Set(keys).size);
+    }
   });
 
   it('validate reports the sources and targets', async () => {
