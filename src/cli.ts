@@ -173,7 +173,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     if (mode === 'plan') log.info('DRY-RUN: plan only, nothing is written');
     const result = await runPass(runtime.deps, mode);
     // The plan carries source error messages: scrub known secrets here too (stdout is not a log line).
-    io.stdout(scrub(output === 'json' ? `${JSON.stringify(planToJson(result.plan), null, 2)}\n` : planToText(result.plan)));
+    io.stdout(scrub(output === 'json' ? `${JSON.stringify(planToJson(result.plan), null, 2)}\n` : planToText(result.plan, { flush: mode === 'flush' })));
     if (mode !== 'plan') {
       for (const o of result.outcomes) {
         io.stderr(`${o.target}: applied ${o.applied}, failed ${o.failed}, skipped ${o.skipped}, API calls ${o.calls}\n`);

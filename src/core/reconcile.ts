@@ -194,6 +194,7 @@ export async function runPass(deps: PassDeps, mode: PassMode): Promise<PassResul
           policy: deps.policy,
           describeSlot: p.describeSlot?.bind(p),
         });
+        if (mode === 'flush') for (const c of plan.changes) c.reason = `flush: remove ${c.removed.length} CIDR${c.removed.length === 1 ? '' : 's'}`;
         for (const w of plan.warnings) log.warn({ target: p.target, warning: w }, 'target warning');
         if (plan.error) {
           outcome.errors.push(`target ${p.target}: ${plan.error}`);

@@ -99,15 +99,21 @@ export interface TextOptions {
   /** CIDRs listed per change before eliding. */
   cidrLimit?: number;
   unenforcedLimit?: number;
+  /** The plan of `flush`: every owned rule goes. */
+  flush?: boolean;
 }
 
 export function planToText(plan: Plan, opts: TextOptions = {}): string {
   const cidrLimit = opts.cidrLimit ?? 20;
   const uLimit = opts.unenforcedLimit ?? 10;
   const out: string[] = [];
-  out.push(`cloud-bouncer plan at ${plan.generatedAt}${plan.failStatic ? '  [FAIL-STATIC: a source failed; only expired rules are removed]' : ''}`);
+  // The whitelist fails static too: an address to trust may be missing.
+  const why = plan.sources.some((s) => !s.ok) ? 'a source failed' : 'the whitelist is incomplete';
+  out.push(`cloud-bouncer ${opts.flush ? 'flush ' : ''}plan at ${plan.generatedAt}${plan.failStatic ? `  [FAIL-STATIC: ${why}; only expired rules are removed]` : ''}`);
   for (const s of plan.sources) {
-    out.push(s.ok ? `source ${s.name}: ok, ${s.decisions} decisions${s.skipped ? `, ${s.skipped} invalid skipped` : ''}${s.whitelist ? `, ${s.whitelist} whitelist entries` : ''}` : `source ${s.name}: FAILED: ${s.error}`);
+    // A source's error already starts with "source NAME: "; the line names it once.
+    const error = s.error?.startsWith(`source ${s.name}: `) ? s.error.slice(`source ${s.name}: `.length) : s.error;
+    out.push(s.ok ? `source ${s.name}: ok, ${s.decisions} decisions${s.skipped ? `, ${s.skipped} invalid skipped` : ''}${s.whitelist ? `, ${s.whitelist} whitelist entries` : ''}` : `source ${s.name}: FAILED: ${error}`);
   }
   if (plan.refused.length) {
     const by = countBy(plan.refused, (r) => r.reason);

@@ -71,8 +71,6 @@ export type RefusedReason =
   | 'min_prefix'
   /** Entirely covered by the whitelist or `never_ban`. */
   | 'whitelisted'
-  /** The value is not a valid IP or CIDR. */
-  | 'invalid_value'
   /** Expired before this pass (negative or zero duration). */
   | 'expired';
 
@@ -229,7 +227,7 @@ export interface SourceStatus {
 export interface Plan {
   version: 1;
   generatedAt: string;
-  /** True when at least one source failed: only expired rules are removed, nothing new is added from failed sources. */
+  /** True when a source failed or the whitelist is incomplete: only expired rules are removed, nothing new is added from failed sources. */
   failStatic: boolean;
   sources: SourceStatus[];
   refused: Refused[];

@@ -143,6 +143,9 @@ describe('cli (file target)', () => {
       const errLine = lines.find((l) => l.startsWith('cloud-bouncer: error:'))!;
       expect(errLine).toMatch(/^cloud-bouncer: error: source lapi: /);
       expect(r.stderr).not.toContain('secret-key-123456');
+      // The plan says why it fails static and names the source once.
+      expect(r.stdout).toMatch(/^cloud-bouncer plan at \S+ {2}\[FAIL-STATIC: a source failed; only expired rules are removed\]\n/);
+      expect(r.stdout).toMatch(/^source lapi: FAILED: (?!source lapi)\S/m);
       const doc = JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string; cidrs: string[] }> };
       expect(doc.rules.map((x) => x.name)).toEqual(['allow-office', 'cloud-bouncer-e2e-001']);
       expect(doc.rules[1]!.cidrs).toEqual(['192.0.2.1/32']);
@@ -196,6 +199,9 @@ describe('cli (file target)', () => {
     const r = await cli(['flush', '--yes', '--config', cfg]);
     mode = 'ok';
     expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^cloud-bouncer flush plan at /);
+    expect(r.stdout).toMatch(/flush: remove 1 CIDR\b/);
+    expect(r.stdout).not.toMatch(/no longer banned/);
     expect((JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string }> }).rules.map((x) => x.name)).toEqual(['allow-office']);
   });
 
