@@ -384,7 +384,6 @@ function fullConfig(firewallPath: string): Record<string, unknown> {
         bucket: '1h',
         lock_timeout: '30s',
         queue: { concurrency: 1, interval_cap: 100, interval: '1s' },
-        retry: { attempts: 3, base_delay: '100ms', max_delay: '2s' },
       },
     ],
     daemon: { interval: '60s', listen: '127.0.0.1:9090', delta: true },
