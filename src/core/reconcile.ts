@@ -77,6 +77,8 @@ interface Fetched {
   statuses: SourceStatus[];
   remote: Array<{ source: string; entries: readonly string[] }>;
   errors: string[];
+  /** Failed sources that publish a whitelist: their entries are unknown this pass. */
+  whitelistUnknown: string[];
 }
 
 async function fetchSources(deps: PassDeps, now: number): Promise<Fetched> {
@@ -101,17 +103,18 @@ async function fetchSources(deps: PassDeps, now: number): Promise<Fetched> {
       }
     }),
   );
-  const out: Fetched = { decisions: [], statuses: [], remote: [], errors: [] };
-  for (const r of results) {
+  const out: Fetched = { decisions: [], statuses: [], remote: [], errors: [], whitelistUnknown: [] };
+  results.forEach((r, i) => {
     out.statuses.push(r.status);
     deps.onSourceFetched?.(r.status);
     if (!r.snap) {
       out.errors.push(r.status.error!.startsWith('source ') ? r.status.error! : `source ${r.status.name}: ${r.status.error}`);
-      continue;
+      if (deps.sources[i]!.publishesWhitelist) out.whitelistUnknown.push(r.status.name);
+      return;
     }
     for (const d of r.snap.decisions) out.decisions.push(d);
     if (r.snap.whitelist.length) out.remote.push({ source: r.status.name, entries: r.snap.whitelist });
-  }
+  });
   return out;
 }
 
@@ -149,7 +152,7 @@ export async function runPass(deps: PassDeps, mode: PassMode): Promise<PassResul
   const errors: string[] = [];
 
   // 1. Fetch (flush ignores the sources: it removes every owned rule).
-  const fetched: Fetched = mode === 'flush' ? { decisions: [], statuses: [], remote: [], errors: [] } : await fetchSources(deps, now);
+  const fetched: Fetched = mode === 'flush' ? { decisions: [], statuses: [], remote: [], errors: [], whitelistUnknown: [] } : await fetchSources(deps, now);
   errors.push(...fetched.errors);
   let failStatic = fetched.errors.length > 0;
 
@@ -157,11 +160,14 @@ export async function runPass(deps: PassDeps, mode: PassMode): Promise<PassResul
   const wl = await buildWhitelist({ ...deps.whitelist, remote: fetched.remote }, deps.resolve);
   for (const e of wl.errors) log.warn({ problem: e }, 'whitelist problem');
   let decisions = fetched.decisions;
-  if (wl.incomplete && mode !== 'flush') {
+  if ((wl.incomplete || fetched.whitelistUnknown.length > 0) && mode !== 'flush') {
     // An address we should trust may be missing: add nothing new, remove nothing because of it.
     failStatic = true;
     decisions = [];
     errors.push(...wl.errors.filter((e) => e.startsWith('whitelist hostname')));
+    if (fetched.whitelistUnknown.length > 0) {
+      log.warn({ sources: fetched.whitelistUnknown }, 'a failed source publishes a whitelist: nothing new is added until it answers');
+    }
   }
 
   // 3. Desired bans from healthy sources (pure; shared by every target).

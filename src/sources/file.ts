@@ -73,7 +73,8 @@ export function createFileSource(cfg: FileSourceConfig, deps: { log: Logger }): 
     };
   }
 
-  return { name, snapshot };
+  // The file may carry a whitelist: while it cannot be read, that whitelist is unknown.
+  return { name, publishesWhitelist: true, snapshot };
 }
 
 /** Pushes the file to `reader` chunk by chunk. A read error is thrown as `ReadFailure`; the reader's own errors as they are. */

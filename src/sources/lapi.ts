@@ -546,6 +546,7 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
 
   return {
     name,
+    publishesWhitelist: fetchWhitelist,
     snapshot,
     async close() {
       agent?.destroy();

@@ -32,6 +32,12 @@ export interface SnapshotOptions {
 
 export interface DecisionSource {
   readonly name: string;
+  /**
+   * The source publishes whitelist entries. While such a source fails its
+   * whitelist is unknown, so the pass adds nothing new (a ban from another
+   * source could cover an address it lets through).
+   */
+  readonly publishesWhitelist?: boolean | undefined;
   /** Throws `SourceError` (naming the source) on any failure; the pass then runs fail-static. */
   snapshot(opts: SnapshotOptions): Promise<SourceSnapshot>;
   close?(): Promise<void>;
