@@ -541,10 +541,13 @@ function readItems(obj: Record<string, unknown>, opts: ParseOptions, deletedCoun
     const d = toDecision(rawNew[i], i, 'new', opts, c);
     if (d) decisions.push(d);
   }
-  // When every item fails validation, the format changed; it is not that every ban was lifted.
-  // Refusing the snapshot makes the pass fail static instead of emptying the targets.
-  if (c.skipped > 0 && decisions.length === 0 && c.filtered === 0 && c.expired === 0) {
-    throw new StreamFormatError(`every item of "new" failed validation (${c.skipped}; ${c.skippedSamples[0] ?? ''})`);
+  // No usable ban while some items failed validation: the format changed or the producer is broken;
+  // it is not that every ban was lifted. Refusing the snapshot makes the pass fail static instead of
+  // emptying the targets, even when the rest was filtered out or had expired. A delta only adds, so
+  // there only a body whose every item failed is refused.
+  const delta = opts.includeDeleted === true;
+  if (c.skipped > 0 && decisions.length === 0 && (!delta || (c.filtered === 0 && c.expired === 0))) {
+    throw new StreamFormatError(`no item of "new" is a usable ban: ${c.skipped} of ${rawNew.length} failed validation (${c.skippedSamples[0] ?? ''})`);
   }
   const deleted: Decision[] = [];
   if (opts.includeDeleted) {

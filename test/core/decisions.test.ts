@@ -139,6 +139,24 @@ describe('core/decisions', () => {
     expect(r.skippedSamples.join('\n')).toMatch(/invalid duration "forever"/);
   });
 
+  it.each([
+    ['every item invalid', [{ ...ITEM, duration: 14_400 }, { ...ITEM, value: 42 }]],
+    ['the rest filtered out (a captcha)', [{ ...ITEM, type: 'captcha' }, { ...ITEM, value: 42 }, { ...ITEM, value: 43 }]],
+    ['the rest already expired', [{ ...ITEM, duration: '-1.5ms' }, { ...ITEM, duration: '3d' }, { ...ITEM, duration: '4d' }]],
+  ])('refuses a full snapshot with no usable ban and some invalid items: %s', (_n, items) => {
+    // An empty result would empty every target; a broken producer is not "every ban was lifted".
+    const body = JSON.stringify({ new: items, deleted: null });
+    expect(() => parseStreamBody(body, opts)).toThrow(StreamFormatError);
+    expect(errorOf(() => parseStreamBody(body, opts))).toMatch(/^no item of "new" is a usable ban: \d of \d failed validation \(new\[\d\]: /);
+  });
+
+  it('accepts a delta whose only items are filtered or expired beside invalid ones (a delta only adds)', () => {
+    const body = JSON.stringify({ new: [{ ...ITEM, type: 'captcha' }, { ...ITEM, value: 42 }], deleted: [] });
+    const r = parseStreamBody(body, { ...opts, includeDeleted: true });
+    expect(r).toMatchObject({ decisions: [], skipped: 1, filtered: 1 });
+    expect(() => parseStreamBody(JSON.stringify({ new: [{ ...ITEM, value: 42 }], deleted: [] }), { ...opts, includeDeleted: true })).toThrow(/no item of "new" is a usable ban: 1 of 1/);
+  });
+
   it('applies origin and scenario filters', () => {
     const body = sampleBody('07-startup-full-includes-expired-as-deleted.txt');
     const base = { types: ['ban'], scopes: ['ip', 'range'], origins: [] as string[], scenariosContaining: [] as string[], scenariosNotContaining: [] as string[] };
