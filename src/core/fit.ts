@@ -332,8 +332,15 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     let expiresAt = s.recorded;
     const m = policy.refreshMarginMs;
     const shortened = maxE < s.recorded - m;
-    const runningOut = maxE > s.recorded && s.recorded - now < m;
-    if (!s.existing || s.touched || shortened || runningOut) expiresAt = maxE;
+    // Near its end a recorded expiry is brought up to date, unless it is off by mere jitter (a tenth of the margin).
+    const runningOut = maxE - s.recorded > m / 10 && s.recorded - now < m;
+    // The recorded expiry is what an outage honours. A later expiry is recorded once the part not
+    // yet recorded is longer than the margin and than what is left of the recorded one: a ban set
+    // again for longer is recorded at once, while a duration that slides forward with the clock is
+    // rewritten about once per half its length, never every pass. So a rule outlives the first half of
+    // its known lifetime in any outage.
+    const behind = maxE - s.recorded > Math.max(m, s.recorded - now);
+    if (!s.existing || s.touched || shortened || runningOut || behind) expiresAt = maxE;
     const cidrs = s.touched || !s.existing ? sortedMembers(s) : s.rule.cidrs;
     rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
   }

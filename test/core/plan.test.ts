@@ -104,17 +104,36 @@ describe('core/plan', () => {
     expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 2 * HOUR);
   });
 
-  it('records a later expiry only when the recorded one would run out within the margin (sliding durations cost no writes)', () => {
+  it('costs no write while a source reports the time left of a fixed ban, give or take a second', () => {
     const r = rule('r01', ['192.0.2.1/32'], NOW + HOUR);
-    // A source that slides the expiry forward every minute: an hour of passes.
-    for (let minute = 1; minute < 50; minute++) {
+    for (let minute = 1; minute < 60; minute++) {
+      const now = NOW + minute * 60_000;
+      const jitter = minute % 2 === 0 ? 1_000 : -1_000;
+      expect(plan([ban('192.0.2.1', { expiresAt: NOW + HOUR + jitter })], state([r]), now).changes).toEqual([]);
+    }
+  });
+
+  it('rewrites a duration that slides forward with the clock about once per half its length, not every pass', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + HOUR);
+    // A rolling ban: an hour from now, every minute. The unrecorded part (minute) passes what is left (60 - minute) after 30.
+    for (let minute = 1; minute <= 30; minute++) {
       const now = NOW + minute * 60_000;
       expect(plan([ban('192.0.2.1', { expiresAt: now + HOUR })], state([r]), now).changes).toEqual([]);
     }
-    const late = NOW + 51 * 60_000;
-    const p = plan([ban('192.0.2.1', { expiresAt: late + HOUR })], state([r]), late);
+    const at = NOW + 31 * 60_000;
+    const p = plan([ban('192.0.2.1', { expiresAt: at + HOUR })], state([r]), at);
     expect(p.changes).toHaveLength(1);
-    expect(p.changes[0]!.after!.expiresAt).toBe(late + HOUR);
+    expect(p.changes[0]).toMatchObject({ kind: 'update', added: [], removed: [] });
+    expect(p.changes[0]!.after!.expiresAt).toBe(at + HOUR);
+  });
+
+  it('records at once a ban set again for longer, so an outage does not remove it at the old expiry', () => {
+    const r = rule('r01', ['192.0.2.1/32'], NOW + HOUR);
+    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 24 * HOUR })], state([r]));
+    expect(p.changes).toHaveLength(1);
+    expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 24 * HOUR);
+    // Later by no more than the margin: not worth a write.
+    expect(plan([ban('192.0.2.1', { expiresAt: NOW + HOUR + 9 * 60_000 })], state([r])).changes).toEqual([]);
   });
 
   it('enforces the highest-priority bans and reports the rest as unenforced: capacity', () => {
