@@ -3,9 +3,10 @@
  * capacity, now). `plan` and `apply` run the same code; only the last step
  * differs.
  */
+import { MAX_PREFIX, NetIndex, familyOf, overlaps, toNet, type Net } from './cidr.js';
 import { fitPool } from './fit.js';
 import type { FitPolicy } from './fit.js';
-import type { Ban, CapacityUse, Change, CidrIndex, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
+import type { Ban, CapacityUse, Change, CidrIndex, Family, Pool, Rule, TargetPlan, TargetState, Unenforced } from './types.js';
 
 export type PlanPolicy = FitPolicy;
 
@@ -68,6 +69,50 @@ function diffCidrs(before: readonly string[], after: readonly string[]): { added
 export function orderChanges(changes: Change[]): Change[] {
   const delta = (c: Change) => (c.after?.cidrs.length ?? 0) - (c.before?.cidrs.length ?? 0);
   return changes.sort((x, y) => x.phase - y.phase || delta(x) - delta(y) || (x.pool < y.pool ? -1 : x.pool > y.pool ? 1 : 0) || (x.slot < y.slot ? -1 : x.slot > y.slot ? 1 : 0));
+}
+
+/**
+ * Moves to phase 3 the changes of one pool that take away a CIDR overlapping
+ * a CIDR that another change adds: the addition must land first, or the
+ * addresses they share are unprotected between the two writes (a range split
+ * around a new whitelist entry; a CIDR moved to another rule). Until phase 3
+ * runs, the deferred rules keep their old content, so a change is deferred
+ * only while the pool's rule and CIDR limits hold that too; otherwise it
+ * stays in its phase.
+ */
+export function deferBreaks(changes: Change[], pool: Pool, final: readonly Rule[]): void {
+  const removing = changes.filter((c) => c.removed.length > 0);
+  if (removing.length === 0) return;
+  // The few added CIDRs that overlap anything removed, found through one index of every removed net.
+  const removedIndex = new NetIndex(removing.flatMap((c) => c.removed.map(toNet)));
+  const hits: Array<{ by: Change; net: Net }> = [];
+  for (const c of changes) {
+    for (const a of c.added) {
+      const family = familyOf(a);
+      const slash = a.indexOf('/');
+      const prefix = slash === -1 ? MAX_PREFIX[family] : Number(a.slice(slash + 1));
+      if (removedIndex.overlapsCidr(a, family, prefix)) hits.push({ by: c, net: toNet(a) });
+    }
+  }
+  if (hits.length === 0) return;
+  // Headroom while deferred rules still hold their old content.
+  const rules: Record<Family, number> = { 4: 0, 6: 0 };
+  let cidrs = 0;
+  for (const r of final) {
+    rules[r.family]++;
+    cidrs += r.cidrs.length;
+  }
+  const ruleLimit = (f: Family) => Math.min(pool.maxRules, pool.maxRulesPerFamily?.[f] ?? pool.maxRules);
+  for (const c of removing) {
+    const nets = c.removed.map(toNet);
+    if (!hits.some((h) => h.by !== c && nets.some((n) => overlaps(n, h.net)))) continue;
+    const extraCidrs = (c.before?.cidrs.length ?? 0) - (c.after?.cidrs.length ?? 0);
+    const extraRule = c.kind === 'delete' ? 1 : 0;
+    if (cidrs + extraCidrs > pool.maxCidrs || rules[4] + rules[6] + extraRule > pool.maxRules || rules[c.family] + extraRule > ruleLimit(c.family)) continue;
+    cidrs += extraCidrs;
+    rules[c.family] += extraRule;
+    c.phase = 3;
+  }
 }
 
 /** Diff one pool's actual rules against its fitted rules. */
@@ -158,6 +203,7 @@ export function planTarget(args: PlanTargetArgs): TargetPlan {
     const actual = state.rules.filter((r) => r.pool === pool.id).map((r) => (isSorted(r.cidrs) ? r : { ...r, cidrs: [...r.cidrs].sort() }));
     const fit = fitPool(args.bans, pool, actual, policy, args.now, args.bansIndex);
     const d = diffRules(actual, fit.rules, fit.vacated);
+    deferBreaks(d.changes, pool, fit.rules);
     changes.push(...d.changes);
     unchanged += d.unchanged;
     unenforced.push(...fit.unenforced);

@@ -128,10 +128,12 @@ export function createQueue(opts: QueueOptions): PQueue {
 }
 
 /**
- * Applies changes phase by phase through the queue. Every phase-1 change
- * (pure removals) settles before phase 2 starts. If a phase-1 change fails,
- * phase 2 is skipped: its additions may rely on the capacity the removal
- * was to free. No change starts after `signal` aborts or the budget runs out.
+ * Applies changes phase by phase through the queue. Every change of a phase
+ * settles before the next phase starts. If a change of a phase fails or is
+ * skipped, the later phases are skipped: phase 2's additions may rely on the
+ * capacity phase 1 was to free, and phase 3 takes away CIDRs whose addresses
+ * phase 2 was to cover. No change starts after `signal` aborts or the budget
+ * runs out.
  */
 export async function applyPhased(
   changes: readonly Change[],
@@ -139,7 +141,7 @@ export async function applyPhased(
   opts: PhasedApplyOptions,
 ): Promise<ChangeOutcome[]> {
   const outcomes: ChangeOutcome[] = [];
-  const phases = [1, 2] as const;
+  const phases = [1, 2, 3] as const;
   let earlierFailed = false;
   for (const phase of phases) {
     const batch = changes.filter((c) => c.phase === phase);

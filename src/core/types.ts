@@ -168,15 +168,18 @@ export type ChangeKind = 'create' | 'update' | 'delete';
 /**
  * One write to one rule. `phase` orders writes: every phase-1 change
  * (removals only) finishes before any phase-2 change (additions) starts, and
- * phase-2 changes are sorted so the total CIDR count only grows. A CIDR that
- * stays banned never moves between rules, so it is never unprotected.
+ * phase-2 changes are sorted so the total CIDR count only grows. Phase 3 runs
+ * once every phase-2 change succeeded: the changes that take away a CIDR
+ * whose addresses stay banned through a CIDR another change adds (a range
+ * split around a new whitelist entry, a CIDR moved to a rule of its expiry
+ * bucket), so those addresses are never unprotected (make before break).
  */
 export interface Change {
   kind: ChangeKind;
   pool: string;
   slot: string;
   family: Family;
-  phase: 1 | 2;
+  phase: 1 | 2 | 3;
   before?: RuleContent | undefined;
   after?: RuleContent | undefined;
   /** CIDRs added and removed by this change (derived from before/after). */

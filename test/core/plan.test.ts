@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { contains, netToCidr, subtract, toNet } from '../../src/core/cidr.js';
 import { planTarget } from '../../src/core/plan.js';
 import type { Ban, Pool, Rule, TargetState } from '../../src/core/types.js';
 import { HOUR, NOW, ban } from '../helpers/bans.js';
@@ -134,6 +135,45 @@ describe('core/plan', () => {
     expect(p.changes[0]!.after!.expiresAt).toBe(NOW + 24 * HOUR);
     // Later by no more than the margin: not worth a write.
     expect(plan([ban('192.0.2.1', { expiresAt: NOW + HOUR + 9 * 60_000 })], state([r])).changes).toEqual([]);
+  });
+
+  it.each([
+    ['one CIDR per rule (AWS)', pool({ cidrsPerRule: 1, maxRules: 12 })],
+    ['many CIDRs per rule', pool({ cidrsPerRule: 4, maxRules: 4 })],
+  ])('splits an enforced range around a new whitelist entry with no gap: the pieces land before the range goes (%s)', (_n, p1) => {
+    // Prepare: r01 holds 10.0.0.0/24; 10.0.0.5 is now whitelisted, so the /24 becomes 8 pieces.
+    const r = rule('r01', ['10.0.0.0/24']);
+    const pieces = subtract(toNet('10.0.0.0/24'), [toNet('10.0.0.5/32')]).map(netToCidr);
+    expect(pieces).toHaveLength(8);
+
+    // Act
+    const p = plan(pieces.map((c) => ban(c)), state([r], p1));
+
+    // Assess: write by write, in the planned order, every piece stays covered by some rule.
+    const covered = (rules: Rule[]) => pieces.every((c) => rules.some((x) => x.cidrs.some((y) => contains(toNet(y), toNet(c)))));
+    let rules = [r];
+    const phases = [...p.changes].sort((a, b) => a.phase - b.phase);
+    expect(phases).toEqual(p.changes);
+    for (const c of p.changes) {
+      rules = applied(rules, { ...p, changes: [c] });
+      expect(covered(rules), `after ${c.kind} ${c.slot}`).toBe(true);
+    }
+    expect(rules.flatMap((x) => x.cidrs).sort()).toEqual([...pieces].sort());
+    expect(p.changes.filter((c) => c.removed.includes('10.0.0.0/24')).map((c) => c.phase)).toEqual([3]);
+  });
+
+  it('keeps the old order when deferring would break a limit in between (the total CIDR cap)', () => {
+    // r01 also holds a lifted ban; the pool holds at most 9 CIDRs and the final state uses all 9, so r01 keeping
+    // its two old CIDRs until phase 3 would make 10: the shrink cannot wait.
+    const p1 = pool({ cidrsPerRule: 8, maxRules: 2, maxCidrs: 9 });
+    const r1 = rule('r01', ['10.0.0.0/24', '198.51.100.1/32']);
+    const r2 = rule('r02', ['192.0.2.1/32']);
+    const pieces = subtract(toNet('10.0.0.0/24'), [toNet('10.0.0.5/32')]).map(netToCidr);
+    const p = plan([...pieces, '192.0.2.1/32'].map((c) => ban(c)), state([r1, r2], p1));
+    expect(p.changes.find((c) => c.slot === 'r01')).toMatchObject({ removed: ['10.0.0.0/24', '198.51.100.1/32'] });
+    expect(p.changes.map((c) => c.phase)).not.toContain(3);
+    // With room for one more CIDR it waits.
+    expect(plan([...pieces, '192.0.2.1/32'].map((c) => ban(c)), state([r1, r2], { ...p1, maxCidrs: 10 })).changes.find((c) => c.slot === 'r01')!.phase).toBe(3);
   });
 
   it('enforces the highest-priority bans and reports the rest as unenforced: capacity', () => {

@@ -5,7 +5,7 @@ import type { Change } from '../../src/core/types.js';
 
 const noSleep = async () => undefined;
 
-function change(slot: string, phase: 1 | 2): Change {
+function change(slot: string, phase: Change['phase']): Change {
   return { kind: 'update', pool: 'p', slot, family: 4, phase, added: [], removed: [], reason: 'test' };
 }
 
@@ -88,6 +88,29 @@ describe('core/queue', () => {
     expect(out.map((o) => [o.change.slot, o.status, o.skipReason])).toEqual([
       ['a', 'failed', undefined],
       ['b', 'skipped', 'phase'],
+    ]);
+  });
+
+  it('runs phase 3 after every phase-2 addition, and not at all when one failed (the old content stays)', async () => {
+    const order: string[] = [];
+    const ok = await applyPhased([change('shrink', 3), change('piece1', 2), change('piece2', 2)], async (c) => void order.push(c.slot), {
+      queue: createQueue({ concurrency: 4, intervalCap: 100, intervalMs: 10 }),
+      budget: new WriteBudget(10),
+    });
+    expect(order.indexOf('shrink')).toBe(2);
+    expect(ok.every((o) => o.status === 'applied')).toBe(true);
+
+    const failed = await applyPhased(
+      [change('shrink', 3), change('piece1', 2), change('piece2', 2)],
+      async (c) => {
+        if (c.slot === 'piece2') throw new RetryableError('429');
+      },
+      { queue: createQueue({ concurrency: 4, intervalCap: 100, intervalMs: 10 }), budget: new WriteBudget(10) },
+    );
+    expect(failed.map((o) => [o.change.slot, o.status, o.skipReason])).toEqual([
+      ['piece1', 'applied', undefined],
+      ['piece2', 'failed', undefined],
+      ['shrink', 'skipped', 'phase'],
     ]);
   });
 

@@ -334,7 +334,7 @@ export class AwsNaclProvider implements Provider {
     // Claim up front, in one CreateTags, every rule number this apply may write: the changes the
     // write budget lets through, in the order applyPhased takes them. Claiming early is safe (a
     // claim without its entry is repaired by the next pass) and saves a tag write per entry.
-    const runnable = [...changes.filter((c) => c.phase === 1), ...changes.filter((c) => c.phase === 2)].slice(0, Math.max(0, ctx.budget.remaining));
+    const runnable = [1, 2, 3].flatMap((phase) => changes.filter((c) => c.phase === phase)).slice(0, Math.max(0, ctx.budget.remaining));
     const claimed = runnable.filter((c) => c.kind !== 'delete');
     for (const c of claimed) writer.set(c.pool as Direction, Number(c.slot), { cidr: c.after!.cidrs[0]!, expiresAt: c.after!.expiresAt });
 

@@ -4,6 +4,7 @@
  * read → plan → apply steps the reconcile loop takes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { contains, netToCidr, subtract, toNet } from '../../../src/core/cidr.js';
 import { FatalError, OwnershipConflictError, RetryableError, SourceError } from '../../../src/core/errors.js';
 import { planTarget } from '../../../src/core/plan.js';
 import { WriteBudget } from '../../../src/core/queue.js';
@@ -133,7 +134,7 @@ describe('providers/aws-nacl: applying bans', () => {
     fake.resetCounters();
 
     const c = ban('192.0.2.12');
-    // A shortened ban is recorded at once (a later expiry waits until the recorded one nears its end).
+    // A shortened ban is recorded at once.
     const moved = ban('192.0.2.11', { expiresAt: NOW + HOUR });
     const { plan } = await providerPass(await h.fresh(), [c, moved]);
 
@@ -152,6 +153,32 @@ describe('providers/aws-nacl: applying bans', () => {
       { rule: 10, cidr: c.cidr, expSeconds: sec(c.expiresAt) },
       { rule: 11, cidr: moved.cidr, expSeconds: sec(moved.expiresAt) },
     ]);
+  });
+
+  it('splits an enforced range around a new whitelist entry with every piece covered after each EC2 call', async () => {
+    // Prepare: 10.0.0.0/24 is enforced; then 10.0.0.5 is whitelisted and the ban becomes 8 pieces.
+    const h = await harness({ fake });
+    await providerPass(h.provider, [ban('10.0.0.0/24')]);
+    const pieces = subtract(toNet('10.0.0.0/24'), [toNet('10.0.0.5/32')]).map(netToCidr);
+    const gaps: string[] = [];
+    fake.onMutation = (action) => {
+      const held = bandEntries(fake, h.aclId).map((e) => toNet(cidrOf(e)));
+      const bare = pieces.filter((c) => !held.some((n) => contains(n, toNet(c))));
+      if (bare.length > 0) gaps.push(`${action}: ${bare.join(' ')}`);
+    };
+
+    // Act
+    try {
+      const { result } = await providerPass(await h.fresh(), pieces.map((c) => ban(c)));
+      expect(result!.outcomes.every((o) => o.status === 'applied')).toBe(true);
+    } finally {
+      fake.onMutation = undefined;
+    }
+
+    // Assess
+    expect(gaps).toEqual([]);
+    expect(bandEntries(fake, h.aclId).map(cidrOf).sort()).toEqual([...pieces].sort());
+    expect(ownershipProblems(fake, h.aclId)).toEqual([]);
   });
 
   it('stops at the write budget without leaving claims for the entries it did not write, and goes on in the next run', async () => {
