@@ -100,6 +100,26 @@ function sortedMembers(s: Slotted): Cidr[] {
   return out;
 }
 
+/** The members whose expiries fall in the widest-populated window of `width` ms (ties: the earliest). */
+function largestBucket(members: readonly Cidr[], expiryOf: (c: Cidr) => number, width: number): Set<Cidr> {
+  const byE = members.map((c) => ({ c, e: expiryOf(c) })).sort((a, b) => a.e - b.e);
+  let best = 0;
+  let bestLen = 0;
+  for (let i = 0, j = 0; i < byE.length; i++) {
+    while (byE[i]!.e - byE[j]!.e > width) j++;
+    if (i - j + 1 > bestLen) {
+      bestLen = i - j + 1;
+      best = j;
+    }
+  }
+  return new Set(byE.slice(best, best + bestLen).map((x) => x.c));
+}
+
+function sameMembers(a: readonly Cidr[], b: readonly Cidr[]): boolean {
+  const set = new Set(b);
+  return a.every((c) => set.has(c));
+}
+
 function unenforcedOf(b: Ban, reason: Unenforced['reason']): Unenforced {
   return { cidr: b.cidr, family: b.family, expiresAt: b.expiresAt, origin: b.origin, originClass: b.originClass, reason };
 }
@@ -167,9 +187,15 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
 
   // --- Keep what is already enforced ----------------------------------------
   const slots: Slotted[] = [];
+  // A CIDR taken out of its rule because its expiry left the rule's bucket, and that rule: when no
+  // rule of its bucket can take it, it goes back there rather than to a third rule.
+  const evictedFrom = new Map<Cidr, Slotted>();
+  // Moving a CIDR adds it elsewhere before it leaves its rule, so the pool holds it twice in between:
+  // only as many moves as the pool's CIDR cap leaves room for.
+  let moveRoom = Math.max(0, pool.maxCidrs - selected.length);
   const sortedExisting = [...existing].sort((a, b) => (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0));
   for (const r of sortedExisting) {
-    const members: Cidr[] = [];
+    let members: Cidr[] = [];
     let minE = Infinity;
     let maxE = -Infinity;
     for (const c of r.cidrs) {
@@ -181,6 +207,26 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
         placed[i] = 1;
         if (b.expiresAt < minE) minE = b.expiresAt;
         if (b.expiresAt > maxE) maxE = b.expiresAt;
+      }
+    }
+    let evicted: Cidr[] = [];
+    if (cpr > 1 && maxE - minE > pool.bucketMs && moveRoom > 0) {
+      // A member's expiry moved out of the rule's bucket (a ban set again for longer): keep the
+      // largest group that fits one bucket, and place the others again (moved, make before break).
+      const keep = largestBucket(members, (c) => selected[want.get(c)!]!.expiresAt, pool.bucketMs);
+      evicted = members.filter((c) => !keep.has(c)).slice(0, moveRoom);
+      if (evicted.length > 0) {
+        moveRoom -= evicted.length;
+        const out = new Set(evicted);
+        members = members.filter((c) => !out.has(c));
+        minE = Infinity;
+        maxE = -Infinity;
+        for (const c of members) {
+          const e = selected[want.get(c)!]!.expiresAt;
+          if (e < minE) minE = e;
+          if (e > maxE) maxE = e;
+        }
+        for (const c of evicted) placed[want.get(c)!] = 0;
       }
     }
     slots.push({
@@ -195,6 +241,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       vacant: members.length === 0,
       original: r,
     });
+    for (const c of evicted) evictedFrom.set(c, slots.at(-1)!);
   }
 
   // --- Place what is new ----------------------------------------------------
@@ -300,11 +347,12 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       if (s.members.length < cpr) open[f].push(s);
       continue;
     }
-    // 4. any open rule of the family, least expiry overshoot
+    // 4. back to the rule it was taken from, else any open rule of the family, least expiry overshoot
     if (cpr > 1 && open[f].length > 0) {
-      let fb: Slotted | undefined;
+      const home = evictedFrom.get(b.cidr);
+      let fb: Slotted | undefined = home && open[f].includes(home) ? home : undefined;
       let fbScore = Infinity;
-      for (const s of open[f]) {
+      if (!fb) for (const s of open[f]) {
         const score = spread(s, b.expiresAt);
         if (score < fbScore) {
           fb = s;
@@ -328,6 +376,8 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       if (s.existing) vacated.push(s.original!);
       continue;
     }
+    // A rule whose evicted members all came back holds what it held: it is not rewritten for that.
+    if (s.existing && s.touched && s.members.length === s.original!.cidrs.length && sameMembers(s.members, s.original!.cidrs)) s.touched = false;
     const maxE = s.maxE;
     let expiresAt = s.recorded;
     const m = policy.refreshMarginMs;

@@ -162,6 +162,43 @@ describe('core/plan', () => {
     expect(p.changes.filter((c) => c.removed.includes('10.0.0.0/24')).map((c) => c.phase)).toEqual([3]);
   });
 
+  it('moves a CIDR whose ban was set again for much longer to a rule of its bucket, adding it before it leaves', () => {
+    // Prepare: r01 holds .1 and .2, both for an hour (bucket 1 h); .2 is now banned for a week.
+    const r = rule('r01', ['192.0.2.1/32', '192.0.2.2/32'], NOW + HOUR);
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + HOUR }), ban('192.0.2.2', { expiresAt: NOW + 168 * HOUR })];
+
+    // Act
+    const p = plan(bans, state([r]));
+
+    // Assess: .2 gets a rule of its own first; r01 then drops it and keeps .1's expiry, so in an
+    // outage .1 is not kept for a week.
+    expect(p.changes.map((c) => [c.kind, c.slot, c.phase, c.added, c.removed, c.after!.expiresAt])).toEqual([
+      ['create', 'r02', 2, ['192.0.2.2/32'], [], NOW + 168 * HOUR],
+      ['update', 'r01', 3, [], ['192.0.2.2/32'], NOW + HOUR],
+    ]);
+    let rules = [r];
+    for (const c of p.changes) {
+      rules = applied(rules, { ...p, changes: [c] });
+      expect(rules.flatMap((x) => x.cidrs)).toEqual(expect.arrayContaining(['192.0.2.1/32', '192.0.2.2/32']));
+    }
+    expect(plan(bans, state(rules)).changes).toEqual([]);
+  });
+
+  it('leaves such a CIDR in its rule, with a warning and no write for it, when no rule of its bucket can be had', () => {
+    // One rule only: nowhere to move .2 to.
+    const r = rule('r01', ['192.0.2.1/32', '192.0.2.2/32'], NOW + HOUR);
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + HOUR }), ban('192.0.2.2', { expiresAt: NOW + 168 * HOUR })];
+    const p = plan(bans, state([r], pool({ maxRules: 1 })));
+    expect(p.changes.map((c) => [c.kind, c.slot, c.added, c.removed])).toEqual([['update', 'r01', [], []]]);
+    expect(p.warnings).toEqual([expect.stringMatching(/1 CIDRs share a rule with a later expiry than their own bucket allows/)]);
+    // Once recorded, a week-long ban that slides forward with the clock costs no write on later passes.
+    const after = applied([r], p);
+    const later = NOW + 5 * 60_000;
+    expect(plan([bans[0]!, ban('192.0.2.2', { expiresAt: later + 168 * HOUR })], state(after, pool({ maxRules: 1 })), later).changes).toEqual([]);
+    // The pool's CIDR cap leaves no room to hold .2 twice while it moves: it stays too.
+    expect(plan(bans, state([r], pool({ maxCidrs: 2 }))).changes.map((c) => [c.kind, c.slot, c.added, c.removed])).toEqual([['update', 'r01', [], []]]);
+  });
+
   it('keeps the old order when deferring would break a limit in between (the total CIDR cap)', () => {
     // r01 also holds a lifted ban; the pool holds at most 9 CIDRs and the final state uses all 9, so r01 keeping
     // its two old CIDRs until phase 3 would make 10: the shrink cannot wait.
