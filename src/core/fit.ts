@@ -7,13 +7,19 @@
  * pool's limits allow (total CIDRs, rules, rules per family).
  *
  * Placement is stable:
- * - a CIDR that is already enforced stays in its rule (a CIDR that stays
- *   banned never moves, so it is never unprotected, not even for one call);
+ * - a CIDR that is already enforced stays in its rule, unless its expiry
+ *   left the rule's bucket (a ban set again for longer): it then moves to a
+ *   rule of its bucket, added there before it leaves (phase 3 in the plan),
+ *   so a CIDR that stays banned is never unprotected, not even for one call;
  * - a new CIDR goes first into a rule being changed anyway, then into a rule
  *   of similar expiry with free space, then into a vacated rule (a slot whose
  *   CIDRs were all lifted: AWS replaces in place), then into a new rule, and
  *   only then into any rule with space (the expiry bucket is exceeded, which
  *   is reported as a warning);
+ * - a selected ban whose family has no rule and none to add takes the slot
+ *   of the other family's smallest rule, whose members are merged into that
+ *   family's other rules first (the selection counts packed rules, so it
+ *   never leaves a ranked ban out for want of a rule);
  * - rules that hold many CIDRs group them by expiry bucket, so with every
  *   source down no CIDR outlives its own expiry by more than the bucket.
  *
@@ -277,6 +283,53 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     }
   };
 
+  /**
+   * Empties the rule of the other family with the fewest members into that family's other open
+   * rules, and returns it, given to family `f`. Its members are added elsewhere before they leave
+   * it (phase 3), so the pool holds them twice in between: only within the CIDR cap's room.
+   */
+  const freeRuleFor = (f: Family): Slotted | undefined => {
+    if (cpr <= 1) return undefined;
+    let donor: Slotted | undefined;
+    for (const s of slots) {
+      const g = s.rule.family;
+      if (s.vacant || g === f || s.members.length > moveRoom) continue;
+      if (donor && s.members.length >= donor.members.length) continue;
+      let space = 0;
+      for (const o of open[g]) if (o !== s) space += cpr - o.members.length;
+      if (space >= s.members.length) donor = s;
+    }
+    if (!donor) return undefined;
+    const g = donor.rule.family;
+    const list = open[g];
+    const at = list.indexOf(donor);
+    if (at >= 0) list.splice(at, 1);
+    const moving = donor.members;
+    donor.members = [];
+    donor.kept = 0;
+    donor.minE = Infinity;
+    donor.maxE = -Infinity;
+    donor.rule = { ...donor.rule, family: f };
+    donor.touched = true;
+    ruleCount[g]--;
+    moveRoom -= moving.length;
+    for (const c of moving) {
+      const mb = selected[want.get(c)!]!;
+      let to: Slotted | undefined;
+      let toScore = Infinity;
+      for (const o of list) {
+        const score = spread(o, mb.expiresAt);
+        if (score < toScore) {
+          to = o;
+          toScore = score;
+        }
+      }
+      if (toScore > pool.bucketMs) bucketOverflow++;
+      put(to!, mb);
+    }
+    return donor;
+  };
+
   // Bans of each family still to place, to keep enough rules for every family:
   // a new rule opened for one family's expiry bucket must not leave another
   // family without any rule (that family's bans then share a rule past their
@@ -364,6 +417,18 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
         put(fb, b);
         continue;
       }
+    }
+    // 5. no rule of this family and none to add, while the selection counted room for it: the
+    //    rules of the other family hold few CIDRs each (one per expiry bucket). Merge the
+    //    smallest of them into its family's other rules (past their bucket, reported) and give
+    //    its slot to this ban, rather than leave a selected ban out.
+    const freed = ruleCount[f] < perFamilyRules(f) ? freeRuleFor(f) : undefined;
+    if (freed) {
+      freed.recorded = b.expiresAt;
+      ruleCount[f]++;
+      put(freed, b);
+      if (freed.members.length < cpr) open[f].push(freed);
+      continue;
     }
     unenforced.push(unenforcedOf(b, canAddRule ? 'capacity' : limitReason));
   }

@@ -199,6 +199,36 @@ describe('core/plan', () => {
     expect(plan(bans, state([r], pool({ maxCidrs: 2 }))).changes.map((c) => [c.kind, c.slot, c.added, c.removed])).toEqual([['update', 'r01', [], []]]);
   });
 
+  it('gives a selected ban of a family without a rule the slot of the smallest rule of the other family, merged first', () => {
+    // Prepare: two rules, each holding one IPv4 list ban of its own expiry bucket; a manual IPv6 ban arrives.
+    const p1 = pool({ maxRules: 2 });
+    const r1 = rule('r01', ['198.51.100.1/32'], NOW + HOUR);
+    const r2 = rule('r02', ['198.51.100.2/32'], NOW + 5 * HOUR);
+    const bans = [
+      ban('198.51.100.1', { originClass: 'list', expiresAt: NOW + HOUR }),
+      ban('198.51.100.2', { originClass: 'list', expiresAt: NOW + 5 * HOUR }),
+      ban('2001:db8::7', { originClass: 'manual', expiresAt: NOW + 2 * HOUR }),
+    ];
+
+    // Act
+    const p = plan(bans, state([r1, r2], p1));
+
+    // Assess: everything enforced; the IPv4 bans share r02 (past its bucket, reported), r01 turns IPv6
+    // only after .1 is in r02.
+    expect(p.unenforced).toEqual([]);
+    expect(p.changes.map((c) => [c.slot, c.phase, c.family, c.added, c.removed])).toEqual([
+      ['r02', 2, 4, ['198.51.100.1/32'], []],
+      ['r01', 3, 6, ['2001:db8::7/128'], ['198.51.100.1/32']],
+    ]);
+    expect(p.warnings).toEqual([expect.stringMatching(/^pool main: 1 CIDRs share a rule/)]);
+    let rules = [r1, r2];
+    for (const c of p.changes) {
+      rules = applied(rules, { ...p, changes: [c] });
+      expect(rules.flatMap((x) => x.cidrs)).toEqual(expect.arrayContaining(['198.51.100.1/32', '198.51.100.2/32']));
+    }
+    expect(plan(bans, state(rules, p1)).changes).toEqual([]);
+  });
+
   it('keeps the old order when deferring would break a limit in between (the total CIDR cap)', () => {
     // r01 also holds a lifted ban; the pool holds at most 9 CIDRs and the final state uses all 9, so r01 keeping
     // its two old CIDRs until phase 3 would make 10: the shrink cannot wait.
