@@ -259,7 +259,8 @@ function parsePrefix(value: string, text: string, max: number): number {
 
 /**
  * Parses an address or CIDR into its canonical form. Host bits are
- * cleared; a bare address gets /32 or /128. Throws `CidrError`.
+ * cleared; a bare address gets /32 or /128; an IPv4-mapped IPv6 address or
+ * range (::ffff:0:0/96 and narrower) becomes the IPv4 one. Throws `CidrError`.
  */
 export function parseCidr(value: string): ParsedCidr {
   if (typeof value !== 'string' || value.length === 0) throw new CidrError(String(value), 'empty');
@@ -269,6 +270,14 @@ export function parseCidr(value: string): ParsedCidr {
   if (addr.includes(':')) {
     if (!parseV6Groups(addr, scratch)) throw new CidrError(value, 'not an IPv6 address');
     const prefix = slash === -1 ? 128 : parsePrefix(value, value.slice(slash + 1), 128);
+    // An IPv4-mapped address (::ffff:a.b.c.d, as dual-stack servers log IPv4 clients) is that IPv4
+    // address: the packets a cloud firewall sees come from it, never from the IPv6 form.
+    if (prefix >= 96 && scratch[0] === 0 && scratch[1] === 0 && scratch[2] === 0 && scratch[3] === 0 && scratch[4] === 0 && scratch[5] === 0xffff) {
+      const p4 = prefix - 96;
+      const n = scratch[6]! * 0x10000 + scratch[7]!;
+      const masked = p4 === 0 ? 0 : (n - (n % 2 ** (32 - p4))) >>> 0;
+      return { cidr: `${formatV4(masked)}/${p4}`, family: 4, prefix: p4 };
+    }
     if (prefix < 128) maskGroups(scratch, prefix);
     // Already canonical (and without host bits): the text is the CIDR.
     if (isCanonicalText(addr, addr.length, scratch)) {

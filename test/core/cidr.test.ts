@@ -19,7 +19,13 @@ describe('core/cidr', () => {
     ['2001:db8:1::/48', '2001:db8:1::/48', 6],
     ['2001:db8:1:2:3:4:5:6/48', '2001:db8:1::/48', 6],
     ['2001:0db8:0000:0000:0000:0000:0000:0001', '2001:db8::1/128', 6],
-    ['::ffff:192.0.2.1', '::ffff:c000:201/128', 6],
+    ['::ffff:192.0.2.1', '192.0.2.1/32', 4],
+    ['::FFFF:c000:0201', '192.0.2.1/32', 4],
+    ['0:0:0:0:0:ffff:192.0.2.77/120', '192.0.2.0/24', 4],
+    ['::ffff:0:0/96', '0.0.0.0/0', 4],
+    ['::ffff:0:0/95', '::fffe:0:0/95', 6],
+    ['::fffe:192.0.2.1', '::fffe:c000:201/128', 6],
+    ['64:ff9b::192.0.2.1', '64:ff9b::c000:201/128', 6],
     ['::', '::/128', 6],
     ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1/128', 6],
   ])('canonicalises %s to %s', (input, cidr, family) => {
@@ -39,6 +45,17 @@ describe('core/cidr', () => {
         const p = parseCidr(c);
         expect(parseCidr(p.cidr).cidr).toBe(p.cidr);
         expect(contains(toNet(p.cidr), toNet(`${c.split('/')[0]}/32`))).toBe(true);
+      }),
+    );
+  });
+
+  it('reads every IPv4-mapped IPv6 address or range as the IPv4 one', () => {
+    fc.assert(
+      fc.property(v4, fc.boolean(), (c, hex) => {
+        const [addr, p] = c.split('/') as [string, string];
+        const o = addr.split('.').map(Number) as [number, number, number, number];
+        const mapped = hex ? `::ffff:${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}` : `::ffff:${addr}`;
+        expect(parseCidr(`${mapped}/${Number(p) + 96}`)).toEqual(parseCidr(c));
       }),
     );
   });
@@ -74,8 +91,14 @@ describe('core/cidr', () => {
                   ? groups.map((g) => g.toString(16)).join(':')
                   : `${groups.slice(0, 6).map((g) => g.toString(16)).join(':')}:${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
           const p = prefix ?? 128;
-          const expected = ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${p}`).toRFC5952String();
           const input = prefix === null ? text : `${text}/${padPrefix ? String(prefix).padStart(3, '0') : prefix}`;
+          if (addr.isIPv4MappedAddress() && p >= 96) {
+            // Folded to the IPv4 address or range.
+            const v4net = ipaddr.IPv4.networkAddressFromCIDR(`${addr.toIPv4Address().toString()}/${p - 96}`).toString();
+            expect(parseCidr(input)).toEqual({ cidr: `${v4net}/${p - 96}`, family: 4, prefix: p - 96 });
+            return;
+          }
+          const expected = ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${p}`).toRFC5952String();
           expect(parseCidr(input)).toEqual({ cidr: `${expected}/${p}`, family: 6, prefix: p });
         },
       ),
