@@ -257,6 +257,11 @@ function parsePrefix(value: string, text: string, max: number): number {
   return p;
 }
 
+/** An IPv4 address (as a number) with its host bits cleared. */
+function maskV4(n: number, prefix: number): number {
+  return prefix === 0 ? 0 : (n - (n % 2 ** (32 - prefix))) >>> 0;
+}
+
 /**
  * Parses an address or CIDR into its canonical form. Host bits are
  * cleared; a bare address gets /32 or /128; an IPv4-mapped IPv6 address or
@@ -275,8 +280,7 @@ export function parseCidr(value: string): ParsedCidr {
     if (prefix >= 96 && scratch[0] === 0 && scratch[1] === 0 && scratch[2] === 0 && scratch[3] === 0 && scratch[4] === 0 && scratch[5] === 0xffff) {
       const p4 = prefix - 96;
       const n = scratch[6]! * 0x10000 + scratch[7]!;
-      const masked = p4 === 0 ? 0 : (n - (n % 2 ** (32 - p4))) >>> 0;
-      return { cidr: `${formatV4(masked)}/${p4}`, family: 4, prefix: p4 };
+      return { cidr: `${formatV4(maskV4(n, p4))}/${p4}`, family: 4, prefix: p4 };
     }
     if (prefix < 128) maskGroups(scratch, prefix);
     // Already canonical (and without host bits): the text is the CIDR.
@@ -291,7 +295,7 @@ export function parseCidr(value: string): ParsedCidr {
   // parseV4 refuses leading zeros, so a valid dotted quad is already canonical: a host needs no formatting.
   if (slash === -1) return { cidr: `${value}/32`, family: 4, prefix: 32 };
   const prefix = parsePrefix(value, value.slice(slash + 1), 32);
-  const masked = prefix === 0 ? 0 : (n - (n % 2 ** (32 - prefix))) >>> 0;
+  const masked = maskV4(n, prefix);
   // No host bits and the prefix written plainly ("/24", not "/024"): the text is the CIDR.
   if (masked === n && isCanonicalPrefix(value, slash, prefix)) return { cidr: value, family: 4, prefix };
   return { cidr: `${formatV4(masked)}/${prefix}`, family: 4, prefix };

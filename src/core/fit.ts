@@ -271,6 +271,20 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   /** Expiry spread of a rule if a CIDR expiring at `e` joined it. */
   const spread = (s: Slotted, e: number): number => Math.max(e, s.recorded, s.maxE) - Math.min(e, s.minE);
 
+  /** The rule of `list` whose expiry spread grows least if a CIDR expiring at `e` joined it. */
+  const leastSpread = (list: readonly Slotted[], e: number): Slotted | undefined => {
+    let best: Slotted | undefined;
+    let bestScore = Infinity;
+    for (const s of list) {
+      const score = spread(s, e);
+      if (score < bestScore) {
+        best = s;
+        bestScore = score;
+      }
+    }
+    return best;
+  };
+
   const put = (s: Slotted, b: Ban) => {
     s.members.push(b.cidr);
     if (b.expiresAt < s.minE) s.minE = b.expiresAt;
@@ -315,17 +329,9 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     moveRoom -= moving.length;
     for (const c of moving) {
       const mb = selected[want.get(c)!]!;
-      let to: Slotted | undefined;
-      let toScore = Infinity;
-      for (const o of list) {
-        const score = spread(o, mb.expiresAt);
-        if (score < toScore) {
-          to = o;
-          toScore = score;
-        }
-      }
-      if (toScore > pool.bucketMs) bucketOverflow++;
-      put(to!, mb);
+      const to = leastSpread(list, mb.expiresAt)!;
+      if (spread(to, mb.expiresAt) > pool.bucketMs) bucketOverflow++;
+      put(to, mb);
     }
     return donor;
   };
@@ -403,15 +409,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     // 4. back to the rule it was taken from, else any open rule of the family, least expiry overshoot
     if (cpr > 1 && open[f].length > 0) {
       const home = evictedFrom.get(b.cidr);
-      let fb: Slotted | undefined = home && open[f].includes(home) ? home : undefined;
-      let fbScore = Infinity;
-      if (!fb) for (const s of open[f]) {
-        const score = spread(s, b.expiresAt);
-        if (score < fbScore) {
-          fb = s;
-          fbScore = score;
-        }
-      }
+      const fb = home && open[f].includes(home) ? home : leastSpread(open[f], b.expiresAt);
       if (fb) {
         bucketOverflow++;
         put(fb, b);
