@@ -209,7 +209,7 @@ async function status(config: Config, sel: { name?: string | undefined; index?: 
         report.push({
           name: cfg.name,
           provider: cfg.provider,
-          rules: rules.map((r) => ({ pool: r.pool, slot: r.slot, terms: provider.describeSlot?.(r.pool, r.slot) ?? null, family: `ipv${r.family}`, cidrs: r.cidrs, expires_at: new Date(r.expiresAt).toISOString(), expired: r.expiresAt <= now })),
+          rules: rules.map((r) => ({ pool: r.pool, slot: r.slot, terms: provider.describeSlot?.(r.pool, r.slot) ?? null, family: `ipv${r.family}`, cidrs: r.cidrs, expires_at: new Date(r.expiresAt).toISOString(), expired: r.expiresAt <= now, disabled: r.disabled === true })),
           capacity: state.pools.map((p) => {
             const own = rules.filter((r) => r.pool === p.id);
             return { pool: p.id, rules: { used: own.length, total: p.maxRules }, cidrs: { used: own.reduce((n, r) => n + r.cidrs.length, 0), total: Math.min(p.maxCidrs, p.maxRules * p.cidrsPerRule) } };
@@ -221,7 +221,7 @@ async function status(config: Config, sel: { name?: string | undefined; index?: 
         lines.push(`target ${cfg.name} (${cfg.provider}): ${rules.length} owned rule(s), ${state.foreign.length} foreign`);
         for (const r of rules) {
           const left = r.expiresAt - now;
-          lines.push(`  ${r.pool}/${r.slot} [IPv${r.family}] ${r.cidrs.length} CIDR(s), expires ${new Date(r.expiresAt).toISOString()}${left <= 0 ? ' (EXPIRED: removed on the next apply)' : ''}`);
+          lines.push(`  ${r.pool}/${r.slot} [IPv${r.family}] ${r.cidrs.length} CIDR(s), expires ${new Date(r.expiresAt).toISOString()}${left <= 0 ? ' (EXPIRED: removed on the next apply)' : ''}${r.disabled ? ' (DISABLED on the target: not enforced)' : ''}`);
         }
         for (const p of state.pools) {
           const own = rules.filter((r) => r.pool === p.id);

@@ -63,6 +63,8 @@ interface Slotted {
   existing: boolean;
   touched: boolean;
   vacant: boolean;
+  /** Switched off on the target (`Rule.disabled`): nothing is added to it or moved out of it. */
+  frozen: boolean;
   original?: Rule | undefined;
 }
 
@@ -216,7 +218,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       }
     }
     let evicted: Cidr[] = [];
-    if (cpr > 1 && maxE - minE > pool.bucketMs && moveRoom > 0) {
+    if (cpr > 1 && maxE - minE > pool.bucketMs && moveRoom > 0 && !r.disabled) {
       // A member's expiry moved out of the rule's bucket (a ban set again for longer): keep the
       // largest group that fits one bucket, and place the others again (moved, make before break).
       const keep = largestBucket(members, (c) => selected[want.get(c)!]!.expiresAt, pool.bucketMs);
@@ -245,6 +247,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
       existing: true,
       touched: members.length !== r.cidrs.length,
       vacant: members.length === 0,
+      frozen: r.disabled === true,
       original: r,
     });
     for (const c of evicted) evictedFrom.set(c, slots.at(-1)!);
@@ -264,8 +267,9 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   const ruleCount = liveRules();
   // Non-vacant rules with space, by family: the candidates for new CIDRs.
   const open: Record<Family, Slotted[]> = { 4: [], 6: [] };
-  for (const s of slots) if (!s.vacant && s.members.length < cpr) open[s.rule.family].push(s);
-  const vacant = slots.filter((s) => s.vacant);
+  // A disabled rule takes nothing new, and is not reused once empty (a write would leave it disabled): it is deleted.
+  for (const s of slots) if (!s.vacant && !s.frozen && s.members.length < cpr) open[s.rule.family].push(s);
+  const vacant = slots.filter((s) => s.vacant && !s.frozen);
   let bucketOverflow = 0;
 
   /** Expiry spread of a rule if a CIDR expiring at `e` joined it. */
@@ -307,7 +311,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     let donor: Slotted | undefined;
     for (const s of slots) {
       const g = s.rule.family;
-      if (s.vacant || g === f || s.members.length > moveRoom) continue;
+      if (s.vacant || s.frozen || g === f || s.members.length > moveRoom) continue;
       if (donor && s.members.length >= donor.members.length) continue;
       let space = 0;
       for (const o of open[g]) if (o !== s) space += cpr - o.members.length;
@@ -396,6 +400,7 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
           existing: false,
           touched: true,
           vacant: false,
+          frozen: false,
         };
         slots.push(s);
       }
@@ -455,7 +460,13 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
     const behind = maxE - s.recorded > Math.max(m, s.recorded - now);
     if (!s.existing || s.touched || shortened || runningOut || behind) expiresAt = maxE;
     const cidrs = s.touched || !s.existing ? sortedMembers(s) : s.rule.cidrs;
-    rules.push({ pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt });
+    const rule: Rule = { pool: pool.id, slot: s.rule.slot, family: s.rule.family, cidrs, expiresAt };
+    if (s.frozen) {
+      rule.disabled = true;
+      for (const c of cidrs) unenforced.push(unenforcedOf(selected[want.get(c)!]!, 'disabled'));
+    }
+    if (s.existing && s.rule.repair !== undefined) rule.repair = s.rule.repair;
+    rules.push(rule);
   }
   return { rules, vacated, unenforced, bucketOverflow };
 }

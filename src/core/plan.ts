@@ -137,14 +137,16 @@ export function diffRules(actual: readonly Rule[], desired: readonly Rule[], vac
       continue;
     }
     const cidrsSame = sameCidrs(before.cidrs, r.cidrs) && before.family === r.family;
-    if (cidrsSame && before.expiresAt === r.expiresAt) {
+    if (cidrsSame && before.expiresAt === r.expiresAt && before.repair === undefined) {
       unchanged++;
       continue;
     }
     const { added, removed } = diffCidrs(before.cidrs, r.cidrs);
     const reason = cidrsSame
-      ? 'refresh recorded expiry'
-      : [added.length ? `ban ${added.length}` : '', removed.length ? `lift ${removed.length}` : ''].filter(Boolean).join(', ');
+      ? before.expiresAt === r.expiresAt
+        ? before.repair!
+        : `refresh recorded expiry${before.repair !== undefined ? `; ${before.repair}` : ''}`
+      : [added.length ? `ban ${added.length}` : '', removed.length ? `lift ${removed.length}` : '', before.repair ?? ''].filter(Boolean).join(', ');
     changes.push({
       kind: 'update',
       pool: r.pool,
@@ -211,7 +213,8 @@ export function planTarget(args: PlanTargetArgs): TargetPlan {
       base.warnings.push(`pool ${pool.id}: ${fit.bucketOverflow} CIDRs share a rule with a later expiry than their own bucket allows (not enough rules for every expiry bucket)`);
     }
     const cidrsUsed = fit.rules.reduce((n, r) => n + r.cidrs.length, 0);
-    enforced += cidrsUsed;
+    // A disabled rule's CIDRs take capacity but are not enforced (they are listed unenforced).
+    enforced += fit.rules.reduce((n, r) => n + (r.disabled ? 0 : r.cidrs.length), 0);
     capacity.push({
       pool: pool.id,
       rules: { used: fit.rules.length, total: pool.maxRules },

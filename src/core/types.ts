@@ -63,7 +63,9 @@ export type UnenforcedReason =
   /** The cloud's quota (e.g. GCP firewall rules per project) is exhausted. */
   | 'quota'
   /** The last apply of this item failed; it is retried on the next pass. */
-  | 'write_failed';
+  | 'write_failed'
+  /** It sits in an owned rule someone switched off (GCP `disabled`); it is enforced again once the rule is enabled. */
+  | 'disabled';
 
 /** Why a decision was refused before fitting. Reported, never silently dropped. */
 export type RefusedReason =
@@ -133,6 +135,17 @@ export interface Rule {
   cidrs: Cidr[];
   /** Recorded expiry: the rule is removed once this passes, even with every source down. */
   expiresAt: number;
+  /**
+   * Someone switched the rule off (GCP `disabled: true`): its CIDRs are not enforced. The switch is
+   * respected: the planner adds nothing to the rule and moves nothing out of it, reports its CIDRs
+   * unenforced (`disabled`), lets them leave as their bans end, and deletes the rule once it is empty.
+   */
+  disabled?: true | undefined;
+  /**
+   * The target holds the rule in a state that may not enforce it (Azure `provisioningState: Failed`):
+   * it is written again with its content even when nothing changed. The text is the change's reason.
+   */
+  repair?: string | undefined;
 }
 
 /** A rule we do not own. Read only to count capacity and to warn. */

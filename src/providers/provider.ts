@@ -78,7 +78,8 @@ export function countCall(stats: CallStats, kind: 'read' | 'write', errorCode?: 
 /**
  * The registry-style ownership filter, run just before writing against a
  * fresh read: updates and deletes must target owned rules with the content
- * the plan saw; creates must target free slots. Returns the conflicting
+ * the plan saw (and an addition a rule that is not disabled); creates must
+ * target free slots. Returns the conflicting
  * slots (empty when the plan is still safe to write).
  */
 export function staleChanges(changes: readonly Change[], fresh: TargetState): string[] {
@@ -92,7 +93,8 @@ export function staleChanges(changes: readonly Change[], fresh: TargetState): st
     const rule = owned.get(key);
     if (c.kind === 'create') {
       if (rule || foreign.has(key) || foreignAnyPool.has(c.slot)) bad.push(c.slot);
-    } else if (!rule || rule.cidrs.join(',') !== (c.before?.cidrs ?? []).join(',')) {
+    } else if (!rule || rule.cidrs.join(',') !== (c.before?.cidrs ?? []).join(',') || (rule.disabled === true && c.added.length > 0)) {
+      // (A rule switched off since the plan would not enforce what the change adds.)
       bad.push(c.slot);
     }
   }

@@ -336,6 +336,42 @@ describe('core/plan', () => {
     expect(p.warnings.join()).toMatch(/share a rule with a later expiry/);
   });
 
+  it('respects a rule someone disabled: adds nothing to it, moves nothing out of it, reports its CIDRs and deletes it once empty', () => {
+    // Prepare: r01 (disabled) holds .1 and .2; .2 is now banned for a week (outside the bucket); .3 is new.
+    const off: Rule = { ...rule('r01', ['192.0.2.1/32', '192.0.2.2/32'], NOW + HOUR), disabled: true };
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + HOUR }), ban('192.0.2.2', { expiresAt: NOW + 168 * HOUR }), ban('192.0.2.3', { expiresAt: NOW + HOUR })];
+    // Act
+    const p = plan(bans, state([off]));
+    const emptied = plan([bans[2]!], state([off]));
+    // Assess: .3 gets a new rule; .1 and .2 stay (the expiry of .2 is recorded), reported, not counted.
+    expect(p.changes.map((c) => [c.kind, c.slot, c.added, c.removed])).toEqual([
+      ['update', 'r01', [], []],
+      ['create', 'r02', ['192.0.2.3/32'], []],
+    ]);
+    expect(p.unenforced.map((u) => [u.cidr, u.reason])).toEqual([
+      ['192.0.2.1/32', 'disabled'],
+      ['192.0.2.2/32', 'disabled'],
+    ]);
+    expect(p.summary.enforced).toBe(1);
+    // Empty, it is deleted, not reused for .3 (a write would leave it disabled).
+    expect(emptied.changes.map((c) => [c.kind, c.slot])).toEqual([
+      ['delete', 'r01'],
+      ['create', 'r02'],
+    ]);
+    // A new ban of the disabled rule's own bucket does not join it either.
+    const same = plan([bans[0]!, bans[2]!], state([{ ...rule('r01', ['192.0.2.1/32'], NOW + HOUR), disabled: true }]));
+    expect(same.changes.map((c) => [c.kind, c.slot, c.added])).toEqual([['create', 'r02', ['192.0.2.3/32']]]);
+  });
+
+  it('rewrites a rule the target reports as needing repair, with its content, and only that rule', () => {
+    const broken: Rule = { ...rule('r01', ['192.0.2.1/32']), repair: 'rewrite a rule left Failed' };
+    const fine = rule('r02', ['192.0.2.2/32']);
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + 4 * HOUR }), ban('192.0.2.2', { expiresAt: NOW + 4 * HOUR })];
+    const p = plan(bans, state([broken, fine]));
+    expect(p.changes.map((c) => [c.kind, c.slot, c.after!.cidrs, c.reason])).toEqual([['update', 'r01', ['192.0.2.1/32'], 'rewrite a rule left Failed']]);
+    expect(p.summary.unchanged).toBe(1);
+  });
+
   it('groups CIDRs so none outlives its own expiry by more than the bucket', () => {
     const bans = Array.from({ length: 40 }, (_, i) => ban(`192.0.2.${i + 1}`, { expiresAt: NOW + (i * 17 * 60_000) }));
     const p = plan(bans, state([], pool({ maxRules: 20, cidrsPerRule: 8, freeSlots: Array.from({ length: 20 }, (_, i) => `r${i}`) })));

@@ -191,8 +191,9 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
  * Classifies one firewall rule of the project:
  * - `owned`: our slot name, our marker, our network and direction, a deny
  *   of every protocol, nothing but one family of CIDRs on our side. Drift in
- *   what we set from config (priority, logging, targets, `disabled`) is
- *   reported as a warning and corrected by the next PATCH;
+ *   what we set from config (priority, logging, targets) is reported as a
+ *   warning and corrected by the next PATCH; a rule someone disabled stays
+ *   disabled and is marked so (`Rule.disabled`);
  * - `conflict`: our name prefix (`<name_prefix>-<owner>-`) on anything else:
  *   someone wrote or edited a rule under our name. Nothing is written;
  * - `other-owner`: a rule whose marker names another owner and whose name
@@ -237,9 +238,12 @@ export function classifyFirewall(layout: Layout, r: GcpFirewall): Classified {
   if (!!r.logConfig?.enable !== layout.log) drift.push(`logging ${r.logConfig?.enable ? 'on' : 'off'} (config: ${layout.log ? 'on' : 'off'})`);
   if (!sameSet(r.targetTags ?? [], layout.targetTags)) drift.push(`target tags [${(r.targetTags ?? []).join(', ')}] (config: [${layout.targetTags.join(', ')}])`);
   if (!sameSet(r.targetServiceAccounts ?? [], layout.targetServiceAccounts)) drift.push('target service accounts differ from config');
-  if (r.disabled) drift.push('disabled (its bans are not enforced until someone enables it)');
   const family = [...families][0]!;
-  return { kind: 'owned', rule: { pool: poolId(layout), slot: name, family, cidrs: [...new Set(cidrs)].sort(), expiresAt: marker.expiresAt }, drift };
+  const rule: Rule = { pool: poolId(layout), slot: name, family, cidrs: [...new Set(cidrs)].sort(), expiresAt: marker.expiresAt };
+  // The operator's switch is respected (a PATCH leaves `disabled` alone): the planner puts nothing new
+  // into the rule and reports its ranges unenforced until someone enables it.
+  if (r.disabled) rule.disabled = true;
+  return { kind: 'owned', rule, drift };
 }
 
 function list(xs: readonly string[]): string {
@@ -290,6 +294,10 @@ export function firewallsToState(layout: Layout, rules: readonly GcpFirewall[], 
       owned.push(c.rule);
       ownedPriority.set(c.rule.slot, r.priority ?? 1000);
       if (c.drift.length > 0) warnings.push(`rule ${name} drifted from the config: ${c.drift.join('; ')}; its next write restores the configured shape`);
+      if (c.rule.disabled) {
+        const n = c.rule.cidrs.length;
+        warnings.push(`rule ${name} is disabled: its ${n} range${n === 1 ? ' is' : 's are'} not enforced (listed unenforced: disabled); nothing new goes into it, and it is deleted once its bans end; enable it to enforce them again`);
+      }
       continue;
     }
     if (c.kind === 'conflict') conflicts.push({ slot: name, message: c.message });

@@ -148,6 +148,60 @@ describe('providers/gcp-firewall: stable placement', () => {
   });
 });
 
+describe('providers/gcp-firewall: a rule someone disabled', () => {
+  it('puts no new ban into it, reports its ranges unenforced, keeps it disabled, and deletes it once its bans end', async () => {
+    // Prepare: one rule of up to 4 ranges holding one ban, then an operator disables it.
+    const project = newProject(fake);
+    const provider = makeProvider(fake, project, { ranges_per_rule: 4 });
+    const first = ban('192.0.2.1', { expiresAt: NOW + HOUR });
+    await providerPass(provider, [first]);
+    const [rule] = ownedRules(fake, project);
+    fake.setRuleDirect(project, { ...rule!, disabled: true });
+    // Act: a new ban of the same bucket, then the first ban ends.
+    const second = ban('192.0.2.2', { expiresAt: NOW + HOUR });
+    const { plan } = await providerPass(provider, [first, second]);
+    const afterAdd = ownedRules(fake, project);
+    const { plan: ended } = await providerPass(provider, [second]);
+    const afterEnd = ownedRules(fake, project);
+    // Assess: the new ban went into a new, enabled rule; the disabled rule's range is reported, not counted.
+    expect(plan.unenforced.map((u) => [u.cidr, u.reason])).toEqual([['192.0.2.1/32', 'disabled']]);
+    expect(plan.summary.enforced).toBe(1);
+    expect(plan.warnings.some((w) => w.includes(`${rule!.name} is disabled`))).toBe(true);
+    expect(afterAdd.map((r) => [r.name, r.sourceRanges, r.disabled])).toEqual([
+      [rule!.name, ['192.0.2.1/32'], true],
+      [expect.not.stringMatching(rule!.name), ['192.0.2.2/32'], false],
+    ]);
+    expect(ended.changes.map((c) => [c.kind, c.slot])).toEqual([['delete', rule!.name]]);
+    expect(afterEnd.map((r) => [r.sourceRanges, r.disabled])).toEqual([[['192.0.2.2/32'], false]]);
+  });
+
+  it('refuses a planned addition to a rule that was disabled after the plan was made, writing nothing', async () => {
+    const project = newProject(fake);
+    const provider = makeProvider(fake, project, { ranges_per_rule: 4 });
+    await providerPass(provider, [ban('192.0.2.1', { expiresAt: NOW + HOUR })]);
+    const state = await provider.read();
+    const plan = planTarget({ target: 'gcp-test', provider: 'gcp-firewall', bans: [ban('192.0.2.1', { expiresAt: NOW + HOUR }), ban('192.0.2.2', { expiresAt: NOW + HOUR })], state, now: NOW });
+    expect(plan.changes.map((c) => [c.kind, c.added])).toEqual([['update', ['192.0.2.2/32']]]);
+    const [rule] = ownedRules(fake, project);
+    fake.setRuleDirect(project, { ...rule!, disabled: true });
+    fake.resetCounters();
+    await expect(provider.apply(plan.changes, { budget: new WriteBudget(10) })).rejects.toBeInstanceOf(OwnershipConflictError);
+    expect(writesSeen(fake)).toBe(0);
+  });
+
+  it('a range lifted from a disabled rule is a PATCH that leaves the rule disabled', async () => {
+    const project = newProject(fake);
+    const provider = makeProvider(fake, project, { ranges_per_rule: 4 });
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + HOUR }), ban('192.0.2.2', { expiresAt: NOW + HOUR })];
+    await providerPass(provider, bans);
+    const [rule] = ownedRules(fake, project);
+    fake.setRuleDirect(project, { ...rule!, disabled: true });
+    const { plan } = await providerPass(provider, [bans[0]!]);
+    expect(plan.changes.map((c) => [c.kind, c.removed])).toEqual([['update', ['192.0.2.2/32']]]);
+    expect(ownedRules(fake, project).map((r) => [r.sourceRanges, r.disabled])).toEqual([[['192.0.2.1/32'], true]]);
+  });
+});
+
 describe('providers/gcp-firewall: behaviour 2 (capacity and quota)', () => {
   it('with more bans than max_rules × ranges_per_rule, enforces the highest-priority ones and reports the rest as unenforced (capacity)', async () => {
     const project = newProject(fake);

@@ -112,8 +112,17 @@ describe('providers/gcp-firewall/mapping: ownership', () => {
     const state = firewallsToState(layout, [ours('cloud-bouncer-test-001', ['192.0.2.1/32'], { priority: 5, logConfig: { enable: true }, disabled: true })]);
     expect(state.conflicts).toEqual([]);
     expect(state.rules).toHaveLength(1);
-    expect(state.warnings).toHaveLength(1);
-    expect(state.warnings[0]).toMatch(/cloud-bouncer-test-001 drifted from the config: priority 5 \(config: 900\); logging on \(config: off\); disabled/);
+    expect(state.warnings).toHaveLength(2);
+    expect(state.warnings[0]).toMatch(/cloud-bouncer-test-001 drifted from the config: priority 5 \(config: 900\); logging on \(config: off\); its next write/);
+    expect(state.warnings[1]).toMatch(/cloud-bouncer-test-001 is disabled: its 1 range is not enforced/);
+  });
+
+  it('marks a rule someone disabled, and only that one', () => {
+    const state = firewallsToState(layout, [ours('cloud-bouncer-test-001', ['192.0.2.1/32'], { disabled: true }), ours('cloud-bouncer-test-002', ['192.0.2.2/32'], { disabled: false })]);
+    expect(state.rules.map((r) => [r.slot, r.disabled])).toEqual([
+      ['cloud-bouncer-test-001', true],
+      ['cloud-bouncer-test-002', undefined],
+    ]);
   });
 });
 
