@@ -41,6 +41,8 @@ export interface ArmNetworkSecurityGroup {
   securityRules?: ArmSecurityRule[] | undefined;
   defaultSecurityRules?: ArmSecurityRule[] | undefined;
   provisioningState?: string | undefined;
+  /** Re-evaluate established flows when rules change (off by default: a flow open before a Deny survives it). */
+  flushConnection?: boolean | undefined;
 }
 
 /** Azure limits (Azure networking limits, "Network security groups"). */
@@ -229,12 +231,14 @@ export function nsgToState(layout: Layout, nsg: ArmNetworkSecurityGroup): Target
     const name = r.name ?? '';
     usedNames.add(name);
     if (same(r.direction, layout.direction) && typeof r.priority === 'number') usedPriorities.add(r.priority);
-    if (r.provisioningState && same(r.provisioningState, 'Failed')) {
-      warnings.push(`rule ${name} is in provisioning state Failed; Azure may not enforce it until it is written again`);
-    }
+    const failed = r.provisioningState !== undefined && same(r.provisioningState, 'Failed');
     const c = classifyRule(layout, r);
+    if (failed) {
+      warnings.push(`rule ${name} is in provisioning state Failed; Azure may not enforce it until it is written again${c.kind === 'owned' ? ', which the next apply does' : ''}`);
+    }
     if (c.kind === 'owned') {
-      rules.push(c.rule);
+      // Written again with its own content, even when nothing else changes.
+      rules.push(failed ? { ...c.rule, repair: 'rewrite a rule Azure left in provisioning state Failed' } : c.rule);
       continue;
     }
     if (c.kind === 'conflict') {
@@ -287,6 +291,11 @@ export function nsgToState(layout: Layout, nsg: ArmNetworkSecurityGroup): Target
     bucketMs: layout.bucketMs,
     totals: { rules: ruleCap, cidrs: layout.maxPrefixes },
   };
+  if (nsg.flushConnection !== true) {
+    // NSG rules are stateful: without it, a connection opened before its address was banned (a SIP
+    // registration over TCP, a UDP flow kept alive) stays open after our Deny lands.
+    warnings.push(`NSG ${nsg.name ?? '?'} has flushConnection off: flows opened before an address was banned stay open until they end; enable flushConnection on the NSG to cut them when a Deny lands`);
+  }
   return { pools: [pool], rules, foreign, conflicts, warnings };
 }
 

@@ -113,6 +113,8 @@ interface NsgState {
   etag: string;
   rules: Map<string, StoredRule>;
   active?: Op | undefined;
+  /** `flushConnection`: Azure's default is off (established flows survive a new Deny). */
+  flushConnection: boolean;
 }
 
 const DEFAULT_BEHAVIOUR: Required<FakeBehaviour> = { pollsUntilDone: 1, operationMs: 250, retryAfterSec: 1, pollRetryAfterSec: 0, throttleStyle: 'mixed', pageSize: 0 };
@@ -245,8 +247,8 @@ export class FakeArm {
   }
 
   /** Creates (or replaces) an NSG directly, as a test fixture. */
-  seedNsg(rg: string, name: string, rules: (FakeRuleProps & { name: string })[] = []): void {
-    const nsg: NsgState = { rg, name, guid: randomUUID(), etag: etag(), rules: new Map() };
+  seedNsg(rg: string, name: string, rules: (FakeRuleProps & { name: string })[] = [], opts: { flushConnection?: boolean } = {}): void {
+    const nsg: NsgState = { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: opts.flushConnection ?? false };
     for (const r of rules) {
       const { name: ruleName, ...props } = r;
       nsg.rules.set(ruleName.toLowerCase(), { name: ruleName, props: this.normalise(props), provisioningState: 'Succeeded', etag: etag() });
@@ -261,6 +263,13 @@ export class FakeArm {
     const { name: ruleName, ...props } = rule;
     nsg.rules.set(ruleName.toLowerCase(), { name: ruleName, props: this.normalise(props), provisioningState: 'Succeeded', etag: etag() });
     nsg.etag = etag();
+  }
+
+  /** Sets the provisioning state of one stored rule (a write Azure left Failed, as a test fixture). */
+  setRuleStateDirect(rg: string, name: string, ruleName: string, state: FakeRule['provisioningState']): void {
+    const rule = this.nsgs.get(`${rg}/${name}`.toLowerCase())?.rules.get(ruleName.toLowerCase());
+    if (!rule) throw new Error(`no rule ${ruleName} in NSG ${rg}/${name}`);
+    rule.provisioningState = state;
   }
 
   /** Snapshot of an NSG's custom rules, flattened. */
@@ -318,6 +327,7 @@ export class FakeArm {
       properties: {
         provisioningState: nsg.active ? 'Updating' : 'Succeeded',
         resourceGuid: nsg.guid,
+        flushConnection: nsg.flushConnection,
         securityRules: [...nsg.rules.values()].map((r) => this.ruleJson(nsg, r)),
         defaultSecurityRules: DEFAULT_RULES.map(({ name, ...props }) => ({
           name,
@@ -657,7 +667,7 @@ export class FakeArm {
       this.realConflicts++;
       throw this.busyError(nsg, this.styleRandom() < 0.5 ? 'busy409' : 'busy429');
     }
-    let body: { location?: unknown; properties?: { securityRules?: { name?: string; properties?: unknown }[] } };
+    let body: { location?: unknown; properties?: { flushConnection?: unknown; securityRules?: { name?: string; properties?: unknown }[] } };
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
@@ -665,7 +675,8 @@ export class FakeArm {
     }
     if (typeof body.location !== 'string') throw new ArmError(400, 'LocationRequired', 'The location property is required for this definition.');
     const created = !nsg;
-    nsg ??= { rg, name, guid: randomUUID(), etag: etag(), rules: new Map() };
+    nsg ??= { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: false };
+    if (typeof body.properties?.flushConnection === 'boolean') nsg.flushConnection = body.properties.flushConnection;
     const next = new Map<string, StoredRule>();
     for (const r of body.properties?.securityRules ?? []) {
       const ruleName = r.name ?? '';

@@ -134,6 +134,35 @@ describe('providers/azure-nsg: behaviour 1 (apply, then a steady state)', () => 
   });
 });
 
+describe('providers/azure-nsg: rules Azure left Failed, and flushConnection', () => {
+  it('rewrites a rule of ours left in provisioning state Failed with its own content, then writes nothing', async () => {
+    const nsg = newNsg(env);
+    const provider = makeProvider(env, { nsg_name: nsg });
+    const bans = [ban('192.0.2.1', { expiresAt: NOW + HOUR })];
+    await providerPass(provider, bans);
+    const [rule] = ownedRules(env, nsg);
+    env.fake.setRuleStateDirect(RG, nsg, rule!.name, 'Failed');
+    env.fake.resetCounters();
+    const { plan } = await providerPass(provider, bans);
+    const after = ownedRules(env, nsg);
+    const { plan: next } = await providerPass(provider, bans);
+    expect(plan.changes.map((c) => [c.kind, c.slot, c.added, c.removed, c.reason])).toEqual([['update', rule!.name, [], [], 'rewrite a rule Azure left in provisioning state Failed']]);
+    expect(writesSeen(env)).toBe(1);
+    expect(after.map((r) => [r.name, r.provisioningState, r.sourceAddressPrefixes])).toEqual([[rule!.name, 'Succeeded', ['192.0.2.1/32']]]);
+    expect(next.changes).toEqual([]);
+  });
+
+  it('warns when the NSG does not flush established flows, and not once it does', async () => {
+    const off = newNsg(env);
+    const on = `${off}-flush`;
+    env.fake.seedNsg(RG, on, [], { flushConnection: true });
+    const warned = (await makeProvider(env, { nsg_name: off }).read()).warnings;
+    const quiet = (await makeProvider(env, { nsg_name: on }).read()).warnings;
+    expect(warned).toEqual([expect.stringMatching(new RegExp(`^NSG ${off} has flushConnection off`))]);
+    expect(quiet).toEqual([]);
+  });
+});
+
 describe('providers/azure-nsg: behaviour 2 (caps)', () => {
   it('under the 4000-prefix NSG cap with foreign prefixes counted, enforces the highest-priority bans, reports the rest, and no write is refused', async () => {
     // Prepare: a foreign allow list of 60 source prefixes (counted), and 500 destination prefixes (the other side: not counted).

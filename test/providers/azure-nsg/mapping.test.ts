@@ -122,6 +122,7 @@ describe('providers/azure-nsg mapping', () => {
     const band = { ...layout, band: { start: 200, end: 209 } };
     const own = { name: slotName(band, 200), ...ruleBody(band, 200, ['192.0.2.0/24'], exp) };
     const state = nsgToState(band, {
+      flushConnection: true,
       securityRules: [
         own,
         foreign('all', 110, { sourceAddressPrefix: 'Internet' }),
@@ -133,6 +134,20 @@ describe('providers/azure-nsg mapping', () => {
     expect(state.warnings).toHaveLength(2);
     expect(state.warnings[0]).toMatch(/allow rule all .* lets every address through/);
     expect(state.warnings[1]).toMatch(/allow rule office .* lets some banned addresses through/);
+  });
+
+  it('warns, naming the NSG, when flushConnection is off, so flows opened before a ban survive it', () => {
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [] }).warnings).toEqual([expect.stringMatching(/^NSG edge-nsg has flushConnection off: flows opened before an address was banned stay open/)]);
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: false }).warnings).toHaveLength(1);
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: true }).warnings).toEqual([]);
+  });
+
+  it('marks an owned rule left Failed for a rewrite, and warns; a foreign Failed rule is only warned about', () => {
+    const own = { name: slotName(layout, 101), ...ruleBody(layout, 101, ['192.0.2.1/32'], exp), provisioningState: 'Failed' };
+    const other = { ...foreign('web', 300), provisioningState: 'Failed' };
+    const state = nsgToState(layout, { flushConnection: true, securityRules: [own, other] });
+    expect(state.rules.map((r) => [r.slot, r.repair])).toEqual([[slotName(layout, 101), 'rewrite a rule Azure left in provisioning state Failed']]);
+    expect(state.warnings).toEqual([expect.stringMatching(/which the next apply does$/), expect.stringMatching(/rule web is in provisioning state Failed; Azure may not enforce it until it is written again$/)]);
   });
 
   describe('the per-write check', () => {
