@@ -13,6 +13,7 @@
  * conflict), so a retryable outage does not trigger Lambda's async retries.
  */
 import { loadConfig } from './config.js';
+import { ConfigError } from './core/errors.js';
 import { runPass } from './core/reconcile.js';
 import { createLogger, scrub } from './log.js';
 import { createRuntime } from './runtime.js';
@@ -45,18 +46,41 @@ export interface PassSummary {
   errors: string[];
 }
 
+const MARGIN_KEY = 'CLOUD_BOUNCER_DEADLINE_MARGIN_MS';
+
+/**
+ * The time kept free before the function's timeout, from `CLOUD_BOUNCER_DEADLINE_MARGIN_MS`
+ * (default 10 s). A value that is not a whole number of milliseconds, or that leaves no time for
+ * a pass, is a config error: read as NaN or as everything, it would stop every write at once.
+ */
+export function deadlineMargin(value: string | undefined, remainingMs: number): number {
+  if (value === undefined || value.trim() === '') return Math.min(10_000, Math.floor(remainingMs / 2));
+  const text = value.trim();
+  if (!/^\d+$/.test(text)) throw new ConfigError(MARGIN_KEY, `expected a whole number of milliseconds (e.g. 20000), got ${JSON.stringify(value)}`);
+  const margin = Number(text);
+  if (margin >= remainingMs) throw new ConfigError(MARGIN_KEY, `${margin} ms leaves no time for a pass: the function has ${remainingMs} ms left; lower it or raise the function timeout`);
+  return margin;
+}
+
 export async function handler(_event: unknown, context: LambdaContext): Promise<PassSummary> {
   const env = process.env;
   const config = await loadConfig({ env });
   const log = createLogger(config.log_level).child({ request_id: context.awsRequestId });
-  const margin = Number(env.CLOUD_BOUNCER_DEADLINE_MARGIN_MS ?? 10_000);
+  const remaining = context.getRemainingTimeInMillis();
+  const margin = deadlineMargin(env[MARGIN_KEY], remaining);
   const stop = new AbortController();
-  const budget = Math.max(0, context.getRemainingTimeInMillis() - margin);
   const timer = setTimeout(() => {
     log.warn({ margin_ms: margin }, 'deadline near: starting no new writes');
     stop.abort();
-  }, budget);
-  const runtime = await createRuntime(config, log, {}, { signal: stop.signal });
+  }, remaining - margin);
+  let runtime: Awaited<ReturnType<typeof createRuntime>>;
+  try {
+    runtime = await createRuntime(config, log, {}, { signal: stop.signal });
+  } catch (err) {
+    // A warm container would otherwise carry this timer into the next invocation.
+    clearTimeout(timer);
+    throw err;
+  }
   try {
     const result = await runPass(runtime.deps, 'apply');
     const summary: PassSummary = {
