@@ -14,6 +14,11 @@
  *   when it sends one;
  * - `NetworkAclEntryLimitExceeded` → `QuotaExceededError` (the real quota is
  *   lower than `entries_per_family`);
+ * - `TagLimitExceeded` → `QuotaExceededError`: `read()` only offers rule
+ *   numbers whose claim tags fit in the 50 tags of the NACL, so this means
+ *   another tool added tags between our read and our CreateTags (a capacity
+ *   race, not a config or auth problem). The refused CreateTags wrote
+ *   nothing, and no entry is written without its claim;
  * - auth (`AuthFailure`, `UnauthorizedOperation`, missing credentials) and
  *   every other 4xx → `FatalError`.
  * `NetworkAclEntryAlreadyExists` and `InvalidNetworkAclEntry.NotFound` are
@@ -23,6 +28,7 @@ import type { EC2Client, NetworkAclEntry as SdkEntry } from '@aws-sdk/client-ec2
 import { FatalError, QuotaExceededError, RetryableError } from '../../core/errors.js';
 import { tryParseCidr } from '../../core/cidr.js';
 import { USER_AGENT } from '../../version.js';
+import { MAX_TAGS, describeTagWrite } from './mapping.js';
 import type { Cidr, Family } from '../../core/types.js';
 import type { NaclEntry, NaclSnapshot, NaclTag } from './mapping.js';
 
@@ -113,6 +119,12 @@ export function classifyEc2Error(err: unknown, what: string): Error {
   if (THROTTLING.has(code)) return new RetryableError(`${detail}; throttled by EC2`, { cause: err, code, retryAfterMs: retryAfterMs(e) });
   if (SERVER.has(code) || (status !== undefined && status >= 500)) return new RetryableError(detail, { cause: err, code, retryAfterMs: retryAfterMs(e) });
   if (code === 'NetworkAclEntryLimitExceeded') return new QuotaExceededError(`${detail}; the account's NACL quota is lower than entries_per_family`, { cause: err, code });
+  if (code === 'TagLimitExceeded') {
+    return new QuotaExceededError(
+      `${detail}; the network ACL already holds ${MAX_TAGS} tags, the EC2 limit per resource (tags were added since it was read): these tags were not written, so no entry is written for their claims; remove unused tags from the NACL`,
+      { cause: err, code },
+    );
+  }
   if (code === 'CredentialsProviderError') return new FatalError(`${what}: no AWS credentials from the default chain (environment, shared config, web identity, instance role)`, { cause: err, code });
   if (status === undefined && (TRANSPORT.has(code) || TRANSPORT.has(e.code ?? '') || /socket hang up|ECONNRESET|timed? ?out/i.test(e.message ?? ''))) {
     return new RetryableError(`${what}: connection failed: ${e.message ?? code}`, { cause: err, code });
@@ -184,6 +196,7 @@ export async function createNaclClient(opts: NaclClientOptions): Promise<NaclCli
           id,
           entries: (acl.Entries ?? []).map(toEntry),
           tags: (acl.Tags ?? []).map((t) => ({ key: t.Key ?? '', value: t.Value ?? '' })),
+          subnetIds: (acl.Associations ?? []).flatMap((a) => (a.SubnetId ? [a.SubnetId] : [])),
         };
       } catch (err) {
         if (err instanceof FatalError) throw err;
@@ -222,7 +235,7 @@ export async function createNaclClient(opts: NaclClientOptions): Promise<NaclCli
       try {
         await ec2.send(new sdk.CreateTagsCommand({ Resources: [id], Tags: tags.map((t) => ({ Key: t.key, Value: t.value })) }));
       } catch (err) {
-        throw classifyEc2Error(err, `CreateTags ${id} (${tags.length} tags)`);
+        throw classifyEc2Error(err, `CreateTags ${id} (${describeTagWrite(tags)})`);
       }
     },
     async deleteTags(keys) {

@@ -32,8 +32,24 @@ export const DIRECTIONS: readonly Direction[] = ['ingress', 'egress'];
 /** Rule numbers users may write (EC2 API reference, CreateNetworkAclEntry: 1 to 32766). */
 export const RULE_NUMBER_MIN = 1;
 export const RULE_NUMBER_MAX = 32766;
-/** The default `*` entry: shown as rule number 32767 by DescribeNetworkAcls; it counts toward the quota. */
-export const DEFAULT_RULE_NUMBER = 32767;
+/**
+ * The default `*` entries, one per family: DescribeNetworkAcls shows them as
+ * rule number 32767 (IPv4) and 32768 (IPv6). They count toward the quota
+ * (Amazon VPC user guide, "Amazon VPC quotas": the entry quota "includes the
+ * default deny rules (rule number 32767 for IPv4 and 32768 for IPv6)").
+ */
+export const DEFAULT_RULE_NUMBER_V4 = 32767;
+export const DEFAULT_RULE_NUMBER_V6 = 32768;
+
+/** True for a default `*` entry's rule number (no rule number above 32766 can be written). */
+export function isDefaultRule(ruleNumber: number): boolean {
+  return ruleNumber === DEFAULT_RULE_NUMBER_V4 || ruleNumber === DEFAULT_RULE_NUMBER_V6;
+}
+
+/** The slot id an entry is reported under: `*` for the default entries, as the console shows them. */
+export function slotOf(ruleNumber: number): string {
+  return isDefaultRule(ruleNumber) ? '*' : String(ruleNumber);
+}
 /** Tag limits per resource (Amazon EC2 User Guide, "Tag restrictions"). */
 export const MAX_TAGS = 50;
 export const MAX_TAG_KEY = 128;
@@ -65,6 +81,8 @@ export interface NaclSnapshot {
   id: string;
   entries: NaclEntry[];
   tags: NaclTag[];
+  /** Subnets the NACL is associated with (`Associations`). With none, its entries filter no traffic. */
+  subnetIds: string[];
 }
 
 /** What a tag records about one rule number: the CIDR we wrote there and its expiry (ms). */
@@ -229,6 +247,43 @@ export function packClaims(owner: string, claims: Claims): Map<string, string> {
   return out;
 }
 
+/**
+ * What one CreateTags carries, for error messages: the rule numbers of the
+ * claims in it, by direction, and the apply lease, e.g. `claims of ingress
+ * rules 10, 11, egress rule 16, and the apply lease of owner default`.
+ */
+export function describeTagWrite(tags: readonly NaclTag[]): string {
+  const rules: Record<Direction, number[]> = { ingress: [], egress: [] };
+  const leases: string[] = [];
+  let other = 0;
+  for (const { key, value } of tags) {
+    const lm = LEASE_KEY_RE.exec(key);
+    if (lm) {
+      leases.push(lm[1]!);
+      continue;
+    }
+    const m = KEY_RE.exec(key);
+    if (!m) {
+      other++;
+      continue;
+    }
+    for (const rec of value.split(' ')) {
+      const r = /^(\d{1,5})=/.exec(rec);
+      if (r) rules[m[2] as Direction].push(Number(r[1]));
+    }
+  }
+  const parts: string[] = [];
+  for (const dir of DIRECTIONS) {
+    const list = rules[dir].sort((a, b) => a - b);
+    if (list.length > 0) parts.push(`${dir} rule${list.length === 1 ? '' : 's'} ${list.join(', ')}`);
+  }
+  const out: string[] = [];
+  if (parts.length > 0) out.push(`claims of ${parts.join(', ')}`);
+  for (const owner of leases) out.push(`the apply lease of owner ${owner}`);
+  if (other > 0) out.push(`${other} other tag${other === 1 ? '' : 's'}`);
+  return out.length > 0 ? out.join(', and ') : 'no tags';
+}
+
 /** Human-readable traffic selector of an entry, e.g. `all`, `tcp 22`, `udp 5060-5061`, `icmp`. */
 export function trafficOf(e: NaclEntry): string {
   const ports = e.portRange?.from === undefined ? '' : e.portRange.from === e.portRange.to ? ` ${e.portRange.from}` : ` ${e.portRange.from}-${e.portRange.to}`;
@@ -249,8 +304,7 @@ export function trafficOf(e: NaclEntry): string {
 }
 
 export function describeEntry(e: NaclEntry): string {
-  const n = e.ruleNumber === DEFAULT_RULE_NUMBER ? '*' : String(e.ruleNumber);
-  return `rule ${n} ${directionOf(e.egress)} ${e.action} ${trafficOf(e)} ${e.cidr ?? '(no CIDR)'}`;
+  return `rule ${slotOf(e.ruleNumber)} ${directionOf(e.egress)} ${e.action} ${trafficOf(e)} ${e.cidr ?? '(no CIDR)'}`;
 }
 
 export interface ToStateArgs {
@@ -291,6 +345,11 @@ export function toState(args: ToStateArgs): NaclState {
   const foreign: ForeignRule[] = [];
   const conflicts: Conflict[] = [];
   const warnings: string[] = [...tags.problems];
+  // A NACL filters only the traffic of the subnets associated with it (Amazon VPC user guide,
+  // "Control subnet traffic with network access control lists"): with none, every ban is a no-op.
+  if (snapshot.subnetIds.length === 0) {
+    warnings.push(`network ACL ${snapshot.id} is associated with no subnet: its entries filter no traffic, so no ban is enforced until it is associated with the subnets to protect`);
+  }
   const pools: Pool[] = [];
   const bandSize = band.end - band.start + 1;
 
@@ -318,7 +377,7 @@ export function toState(args: ToStateArgs): NaclState {
       used.add(e.ruleNumber);
       const claim = claims.get(e.ruleNumber);
       const inBand = e.ruleNumber >= band.start && e.ruleNumber <= band.end;
-      if (claim && e.ruleNumber !== DEFAULT_RULE_NUMBER) {
+      if (claim && !isDefaultRule(e.ruleNumber)) {
         if (e.action !== 'deny' || e.protocol !== '-1' || !e.cidr || !e.family) {
           conflicts.push({
             slot: String(e.ruleNumber),
@@ -347,7 +406,7 @@ export function toState(args: ToStateArgs): NaclState {
       const family: Family = e.family ?? (e.cidr?.includes(':') ? 6 : 4);
       foreignCount[family]++;
       foreignEntries.push(e);
-      foreign.push({ pool: dir, slot: e.ruleNumber === DEFAULT_RULE_NUMBER ? '*' : String(e.ruleNumber), description: describeEntry(e) });
+      foreign.push({ pool: dir, slot: slotOf(e.ruleNumber), description: describeEntry(e) });
     }
     // Claims whose entry is missing: owned rules with nothing in them.
     for (const [rule, claim] of claims) {

@@ -15,7 +15,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { Faults, dropConnection, prng, readBody, type FaultConfig } from '../faults.js';
-import { DEFAULT_RULE, Ec2Error, Ec2State, type FakeAcl, type FakeEntry } from './state.js';
+import { DEFAULT_RULE, DEFAULT_RULE_V6, Ec2Error, Ec2State, type FakeAcl, type FakeEntry } from './state.js';
 import { errorXml, responseXml, type XmlNode } from './xml.js';
 
 export const MUTATING_ACTIONS = new Set(['CreateNetworkAclEntry', 'ReplaceNetworkAclEntry', 'DeleteNetworkAclEntry', 'CreateTags', 'DeleteTags']);
@@ -37,6 +37,8 @@ export interface SeedAcl {
   isDefault?: boolean;
   /** The VPC has an IPv6 block: the default `*` entries exist for IPv6 too (default true). */
   ipv6?: boolean;
+  /** Subnets associated with the NACL (default: one new subnet; `[]` for a NACL that filters nothing). */
+  subnets?: string[];
   entries?: SeedEntry[];
   tags?: Record<string, string>;
 }
@@ -94,7 +96,7 @@ function entryXml(e: FakeEntry): XmlNode {
 function aclXml(a: FakeAcl): XmlNode {
   const entries = [...a.entries].sort((x, y) => Number(x.egress) - Number(y.egress) || x.ruleNumber - y.ruleNumber);
   return {
-    associationSet: [],
+    associationSet: a.associations.map((x) => ({ networkAclAssociationId: x.id, networkAclId: a.id, subnetId: x.subnetId })),
     entrySet: entries.map(entryXml),
     default: a.isDefault,
     networkAclId: a.id,
@@ -113,6 +115,8 @@ export class FakeEc2 {
   readonly errors: Record<string, number> = {};
   /** Actions answered with UnauthorizedOperation (an IAM policy that lacks them). */
   readonly denied = new Set<string>();
+  /** Called when a call passed auth and validation of its action, right before the state sees it (lets a test change the NACL between a read and a write, as another tool would). */
+  beforeAction: ((action: string) => void) | undefined;
   /** Called right after each successful mutating call changed the state, before it is answered (lets a test check every intermediate state). */
   onMutation: ((action: string) => void) | undefined;
   /** Fraction of successful mutating calls whose answer is lost after the change is made. */
@@ -165,15 +169,20 @@ export class FakeEc2 {
       .reduce((a, [, n]) => a + n, 0);
   }
 
-  /** Adds a NACL with its default `*` deny entries (IPv4, and IPv6 unless `ipv6: false`). */
+  /**
+   * Adds a NACL with its default `*` deny entries (IPv4 at 32767, and IPv6 at
+   * 32768 unless `ipv6: false`), associated with one new subnet unless
+   * `subnets` says otherwise.
+   */
   addAcl(seed: SeedAcl = {}): string {
     const id = seed.id ?? this.state.newAclId();
-    const acl: FakeAcl = { id, vpcId: seed.vpcId ?? 'vpc-0a1b2c3d4e5f60718', ownerId: '111122223333', isDefault: seed.isDefault ?? false, entries: [], tags: new Map() };
+    const acl: FakeAcl = { id, vpcId: seed.vpcId ?? 'vpc-0a1b2c3d4e5f60718', ownerId: '111122223333', isDefault: seed.isDefault ?? false, entries: [], tags: new Map(), associations: [] };
     for (const egress of [false, true]) {
       acl.entries.push({ ruleNumber: DEFAULT_RULE, egress, protocol: '-1', ruleAction: 'deny', cidrBlock: '0.0.0.0/0' });
-      if (seed.ipv6 !== false) acl.entries.push({ ruleNumber: DEFAULT_RULE, egress, protocol: '-1', ruleAction: 'deny', ipv6CidrBlock: '::/0' });
+      if (seed.ipv6 !== false) acl.entries.push({ ruleNumber: DEFAULT_RULE_V6, egress, protocol: '-1', ruleAction: 'deny', ipv6CidrBlock: '::/0' });
     }
     this.state.acls.set(id, acl);
+    for (const subnet of seed.subnets ?? [this.state.newSubnetId()]) this.state.associate(id, subnet);
     for (const e of seed.entries ?? []) this.putEntry(id, e);
     for (const [k, v] of Object.entries(seed.tags ?? {})) acl.tags.set(k, v);
     return id;
@@ -255,6 +264,7 @@ export class FakeEc2 {
 
     let body: XmlNode;
     try {
+      this.beforeAction?.(action);
       body = this.dispatch(action, params);
     } catch (err) {
       if (err instanceof Ec2Error) return this.fail(res, err, requestId);

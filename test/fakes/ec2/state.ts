@@ -4,7 +4,8 @@
  * test (its own small CIDR check), so a bug there is not mirrored here.
  *
  * Limits (Amazon VPC quotas; EC2 API reference; EC2 "Tag restrictions"):
- * - rule numbers 1..32766 (32767, shown as `*`, is the default entry);
+ * - rule numbers 1..32766; the default `*` entries are 32767 (IPv4) and 32768 (IPv6) and cannot
+ *   be written (Amazon VPC quotas: "rule number 32767 for IPv4 and 32768 for IPv6");
  * - entries per direction per family, default entries included: `quota` (20, 40 after a raise);
  * - at most 50 tags per resource, keys up to 128 and values up to 256 characters, no `aws:` prefix.
  */
@@ -32,6 +33,12 @@ export interface FakeEntry {
   icmpTypeCode?: { type: number; code: number } | undefined;
 }
 
+export interface FakeAssociation {
+  /** `aclassoc-…` */
+  id: string;
+  subnetId: string;
+}
+
 export interface FakeAcl {
   id: string;
   vpcId: string;
@@ -39,6 +46,8 @@ export interface FakeAcl {
   isDefault: boolean;
   entries: FakeEntry[];
   tags: Map<string, string>;
+  /** Subnets whose traffic the NACL filters; a subnet is associated with exactly one NACL. */
+  associations: FakeAssociation[];
 }
 
 export interface EntryInput {
@@ -55,7 +64,14 @@ export interface EntryInput {
   icmpCode?: string | undefined;
 }
 
+/** Rule number of the default `*` entry for IPv4. */
 export const DEFAULT_RULE = 32767;
+/** Rule number of the default `*` entry for IPv6. */
+export const DEFAULT_RULE_V6 = 32768;
+
+export function isDefaultRule(ruleNumber: number): boolean {
+  return ruleNumber === DEFAULT_RULE || ruleNumber === DEFAULT_RULE_V6;
+}
 
 /** Canonical CIDR (host bits cleared, IPv6 compressed) or undefined when invalid. */
 export function canonicalCidr(value: string, family: 4 | 6): string | undefined {
@@ -111,6 +127,23 @@ export class Ec2State {
 
   newAclId(): string {
     return `acl-${(0x0a000000 + this.nextId++).toString(16).padStart(17, '0')}`;
+  }
+
+  newSubnetId(): string {
+    return `subnet-${(0x0b000000 + this.nextId++).toString(16).padStart(17, '0')}`;
+  }
+
+  /** Associates a subnet with a NACL, moving it from the NACL it had (as ReplaceNetworkAclAssociation does). */
+  associate(aclId: string, subnetId: string): void {
+    const acl = this.acl(aclId);
+    for (const other of this.acls.values()) other.associations = other.associations.filter((a) => a.subnetId !== subnetId);
+    acl.associations.push({ id: `aclassoc-${(0x0c000000 + this.nextId++).toString(16).padStart(8, '0')}`, subnetId });
+  }
+
+  /** Removes a subnet's association (in EC2 the subnet falls back to the VPC's default NACL). */
+  disassociate(aclId: string, subnetId: string): void {
+    const acl = this.acl(aclId);
+    acl.associations = acl.associations.filter((a) => a.subnetId !== subnetId);
   }
 
   acl(id: string | undefined): FakeAcl {

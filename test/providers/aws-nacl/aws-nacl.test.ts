@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contains, netToCidr, subtract, toNet } from '../../../src/core/cidr.js';
-import { FatalError, OwnershipConflictError, RetryableError, SourceError } from '../../../src/core/errors.js';
+import { FatalError, OwnershipConflictError, QuotaExceededError, RetryableError, SourceError } from '../../../src/core/errors.js';
 import { planTarget } from '../../../src/core/plan.js';
 import { WriteBudget } from '../../../src/core/queue.js';
 import { runPass } from '../../../src/core/reconcile.js';
@@ -247,6 +247,30 @@ describe('providers/aws-nacl: ownership', () => {
     expect(fake.mutatingCalls).toBe(0);
   });
 
+  it('reads the default entries (rule 32767 for IPv4, 32768 for IPv6) as slot *, one per family against the quota', async () => {
+    const h = await harness({ fake });
+
+    const state = await h.provider.read();
+
+    expect(state.foreign.filter((f) => f.slot === '*').map((f) => f.description)).toEqual(['rule * ingress deny all 0.0.0.0/0', 'rule * ingress deny all ::/0']);
+    expect(state.foreign.map((f) => f.slot)).not.toContain('32768');
+    // 20 per family, minus `*` and the allow entry at 100 (IPv4) or 101 (IPv6).
+    expect(state.pools[0]!.maxRulesPerFamily).toEqual({ 4: 18, 6: 18 });
+  });
+
+  it('warns that the NACL enforces nothing while it is associated with no subnet, and stops once a subnet is associated', async () => {
+    const h = await harness({ fake, acl: { ...TYPICAL_ACL, subnets: [] } });
+    const unassociated = /^network ACL acl-[0-9a-f]+ is associated with no subnet: its entries filter no traffic/;
+
+    const before = await providerPass(h.provider, [ban('192.0.2.7')], { apply: false });
+    fake.state.associate(h.aclId, 'subnet-0pbx0000000000001');
+    const after = await providerPass(h.provider, [ban('192.0.2.7')], { apply: false });
+
+    expect(before.plan.warnings).toEqual([expect.stringMatching(unassociated)]);
+    expect(before.plan.warnings[0]).toContain(h.aclId);
+    expect(after.plan.warnings).toEqual([]);
+  });
+
   it('warns, naming the rule, when a foreign allow entry before the band lets everything in', async () => {
     const h = await harness({ fake, acl: { ...TYPICAL_ACL, entries: [...TYPICAL_ACL.entries!, { rule: 5, cidr: '0.0.0.0/0' }] } });
     const { plan } = await providerPass(h.provider, [ban('192.0.2.7')], { apply: false });
@@ -254,21 +278,26 @@ describe('providers/aws-nacl: ownership', () => {
   });
 });
 
+function decision(value: string, expiresAt: number): Decision {
+  const b = ban(value, { expiresAt });
+  return { source: 'lapi', origin: 'crowdsec', originClass: 'local', scenario: 'crowdsecurity/ssh-bf', scope: 'ip', type: 'ban', value, cidr: b.cidr, family: b.family, prefix: b.prefix, expiresAt };
+}
+
+function source(answer: () => Decision[]): DecisionSource {
+  return {
+    name: 'lapi',
+    async snapshot() {
+      return { decisions: answer(), whitelist: [], skipped: 0, skippedSamples: [], deletedCount: 0, bytes: 0, kind: 'full' as const };
+    },
+  };
+}
+
+/** Fills the NACL's tags up to EC2's 50 with tags of another tool. */
+function fillTags(aclId: string): void {
+  for (let i = 0; Object.keys(fake.tags(aclId)).length < 50; i++) fake.setTag(aclId, `backup:policy-${i}`, 'daily');
+}
+
 describe('providers/aws-nacl: lifetimes and plan', () => {
-  function decision(value: string, expiresAt: number): Decision {
-    const b = ban(value, { expiresAt });
-    return { source: 'lapi', origin: 'crowdsec', originClass: 'local', scenario: 'crowdsecurity/ssh-bf', scope: 'ip', type: 'ban', value, cidr: b.cidr, family: b.family, prefix: b.prefix, expiresAt };
-  }
-
-  function source(answer: () => Decision[]): DecisionSource {
-    return {
-      name: 'lapi',
-      async snapshot() {
-        return { decisions: answer(), whitelist: [], skipped: 0, skippedSamples: [], deletedCount: 0, bytes: 0, kind: 'full' as const };
-      },
-    };
-  }
-
   it('removes an entry on the next pass once the expiry recorded in its tags passes while the LAPI is down', async () => {
     const h = await harness({ fake });
     let up = true;
@@ -367,6 +396,77 @@ describe('providers/aws-nacl: errors and config', () => {
     } finally {
       fake.setFaults({});
     }
+  });
+
+  it('reports the bans as unenforced: quota and writes no entry when another tool fills the 50 tags between the read and the claim write', async () => {
+    // Prepare: the read sees room for the claims; the NACL's tags are full when the CreateTags arrives.
+    const h = await harness({ fake });
+    const deps = {
+      sources: [source(() => [decision('192.0.2.7', NOW + HOUR), decision('2001:db8::7', NOW + HOUR)])],
+      targets: [{ provider: h.provider, maxWritesPerRun: 100 }],
+      log,
+      now: () => NOW,
+      resolve: async () => [],
+      whitelist: { cidrs: [], neverBan: [], hostnames: [] },
+    };
+    fake.beforeAction = (action) => {
+      if (action === 'CreateTags') fillTags(h.aclId);
+    };
+    fake.resetCounters();
+
+    // Act
+    let pass: Awaited<ReturnType<typeof runPass>>;
+    try {
+      pass = await runPass(deps, 'apply');
+    } finally {
+      fake.beforeAction = undefined;
+    }
+
+    // Assess: a capacity race, not a fatal error; nothing written, no claim left behind.
+    expect(pass.plan.targets[0]!.unenforced.map((u) => [u.cidr, u.reason])).toEqual([
+      ['192.0.2.7/32', 'quota'],
+      ['2001:db8::7/128', 'quota'],
+    ]);
+    expect(pass.fatal).toBe(false);
+    expect(pass.errors.join('\n')).toMatch(/TagLimitExceeded.*already holds 50 tags/);
+    expect(pass.errors.join('\n')).toMatch(/claims of ingress rules 10, 11/);
+    expect(fake.errors.TagLimitExceeded).toBe(1);
+    expect(fake.calls.CreateNetworkAclEntry).toBeUndefined();
+    expect(bandEntries(fake, h.aclId)).toEqual([]);
+    expect(claimsInTags(fake.tags(h.aclId))).toEqual([]);
+    // The next pass sees the full tags and claims nothing it has no tag for.
+    const next = await providerPass(await h.fresh(), [ban('192.0.2.7')], { apply: false });
+    expect(next.plan.changes).toEqual([]);
+    expect(next.plan.unenforced.map((u) => u.reason)).toEqual(['capacity']);
+  });
+
+  it('fails the creates with QuotaExceededError but writes no entry when the tags fill up under a lease held from an earlier apply', async () => {
+    // Prepare: a first apply holds rules 10 and 11 (claim tag of group 8) and keeps its lease.
+    const h = await harness({ fake });
+    const held = [ban('192.0.2.1'), ban('192.0.2.2')];
+    await providerPass(h.provider, held);
+    fake.beforeAction = (action) => {
+      if (action === 'CreateTags') fillTags(h.aclId);
+    };
+    fake.resetCounters();
+
+    // Act: rule 12 needs a new claim tag (group 12).
+    let result: Awaited<ReturnType<typeof providerPass>>['result'];
+    try {
+      ({ result } = await providerPass(h.provider, [...held, ban('192.0.2.3')]));
+    } finally {
+      fake.beforeAction = undefined;
+    }
+
+    // Assess
+    const o = result!.outcomes[0]!;
+    expect([o.change.kind, o.change.slot, o.status]).toEqual(['create', '12', 'failed']);
+    expect(o.error).toBeInstanceOf(QuotaExceededError);
+    expect((o.error as QuotaExceededError).message).toMatch(/claims of ingress rule 12\b/);
+    expect(fake.calls.CreateTags).toBe(1);
+    expect(fake.calls.CreateNetworkAclEntry).toBeUndefined();
+    expect(bandEntries(fake, h.aclId).map(cidrOf)).toEqual(['192.0.2.1/32', '192.0.2.2/32']);
+    expect(ownershipProblems(fake, h.aclId)).toEqual([]);
   });
 
   it('validates the target config with messages that name what was expected', () => {

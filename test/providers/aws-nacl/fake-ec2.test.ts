@@ -54,12 +54,30 @@ describe('fake EC2 (Query protocol) against the real EC2Client', () => {
     expect(out.$metadata.httpStatusCode).toBe(200);
     expect(out.$metadata.requestId).toMatch(/^[0-9a-f-]{36}$/);
     const acl = out.NetworkAcls![0]!;
-    expect(acl).toMatchObject({ NetworkAclId: id, VpcId: expect.stringMatching(/^vpc-/), OwnerId: '111122223333', IsDefault: false, Associations: [] });
+    expect(acl).toMatchObject({ NetworkAclId: id, VpcId: expect.stringMatching(/^vpc-/), OwnerId: '111122223333', IsDefault: false });
+    expect(acl.Associations).toEqual([{ NetworkAclAssociationId: expect.stringMatching(/^aclassoc-/), NetworkAclId: id, SubnetId: expect.stringMatching(/^subnet-[0-9a-f]{17}$/) }]);
     expect(acl.Tags).toEqual([{ Key: 'Name', Value: 'pbx <edge> & "more"' }]);
     expect(acl.Entries).toContainEqual({ RuleNumber: 100, Protocol: '-1', RuleAction: 'allow', Egress: false, CidrBlock: '0.0.0.0/0' });
     expect(acl.Entries).toContainEqual({ RuleNumber: 110, Protocol: '6', RuleAction: 'deny', Egress: true, Ipv6CidrBlock: '2001:db8::/32', PortRange: { From: 5060, To: 5061 } });
-    // Default `*` entries, IPv4 and IPv6, both directions: they count toward the quota.
-    expect(acl.Entries!.filter((e) => e.RuleNumber === 32767)).toHaveLength(4);
+    // Default `*` entries, both directions: rule 32767 for IPv4 and 32768 for IPv6 (Amazon VPC quotas). They count toward the quota.
+    const defaults = acl.Entries!.filter((e) => e.RuleNumber! > 32766).map((e) => [e.RuleNumber, e.Egress, e.CidrBlock ?? e.Ipv6CidrBlock]);
+    expect(defaults.sort()).toEqual([
+      [32767, false, '0.0.0.0/0'],
+      [32767, true, '0.0.0.0/0'],
+      [32768, false, '::/0'],
+      [32768, true, '::/0'],
+    ]);
+  });
+
+  it('associates a NACL with the subnets it was seeded with, none when told, and moves a subnet between NACLs', async () => {
+    const lone = fake.addAcl({ subnets: [] });
+    const a = fake.addAcl({ subnets: ['subnet-0000000000000000a', 'subnet-0000000000000000b'] });
+    const b = fake.addAcl({ subnets: ['subnet-0000000000000000b'] }); // a subnet has one NACL: b takes it from a
+    const out = await ec2.send(new DescribeNetworkAclsCommand({ NetworkAclIds: [lone, a, b] }));
+    const subnets = (id: string) => out.NetworkAcls!.find((x) => x.NetworkAclId === id)!.Associations!.map((x) => x.SubnetId);
+    expect(subnets(lone)).toEqual([]);
+    expect(subnets(a)).toEqual(['subnet-0000000000000000a']);
+    expect(subnets(b)).toEqual(['subnet-0000000000000000b']);
   });
 
   it('creates, replaces and deletes entries, canonicalising CIDRs as EC2 does', async () => {
@@ -85,7 +103,14 @@ describe('fake EC2 (Query protocol) against the real EC2Client', () => {
     });
     expect(await sdkError(ec2.send(new ReplaceNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: 12 }))))).toMatchObject({ name: 'InvalidNetworkAclEntry.NotFound', status: 400 });
     expect(await sdkError(ec2.send(new DeleteNetworkAclEntryCommand({ NetworkAclId: id, RuleNumber: 12, Egress: false })))).toMatchObject({ name: 'InvalidNetworkAclEntry.NotFound' });
-    expect(await sdkError(ec2.send(new CreateNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: 32767 }))))).toMatchObject({ name: 'InvalidParameterValue', message: expect.stringMatching(/1 and 32766/) });
+    // The default `*` entries (32767 for IPv4, 32768 for IPv6) cannot be created, replaced or deleted.
+    for (const rule of [32767, 32768]) {
+      const v6 = { CidrBlock: undefined, Ipv6CidrBlock: '::/0' };
+      expect(await sdkError(ec2.send(new CreateNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: rule }))))).toMatchObject({ name: 'InvalidParameterValue', message: expect.stringMatching(/1 and 32766/) });
+      expect(await sdkError(ec2.send(new ReplaceNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: rule, ...v6 }))))).toMatchObject({ name: 'InvalidParameterValue', message: expect.stringMatching(/1 and 32766/) });
+      expect(await sdkError(ec2.send(new DeleteNetworkAclEntryCommand({ NetworkAclId: id, RuleNumber: rule, Egress: false })))).toMatchObject({ name: 'InvalidParameterValue', message: expect.stringMatching(/1 and 32766/) });
+    }
+    expect(fake.entries(id).filter((e) => e.ruleNumber > 32766)).toHaveLength(4);
     expect(await sdkError(ec2.send(new CreateNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: 0 }))))).toMatchObject({ name: 'InvalidParameterValue' });
     expect(await sdkError(ec2.send(new CreateNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: 13, CidrBlock: '300.1.1.1/32' }))))).toMatchObject({ name: 'InvalidParameterValue' });
     expect(await sdkError(ec2.send(new CreateNetworkAclEntryCommand(entry({ NetworkAclId: id, RuleNumber: 13, Protocol: '6' }))))).toMatchObject({ name: 'MissingParameter' });

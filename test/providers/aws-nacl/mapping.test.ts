@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   GROUP_SIZE,
   MAX_TAG_VALUE,
+  describeTagWrite,
   emptyClaims,
   groupKey,
   packClaims,
@@ -22,14 +23,14 @@ function entry(ruleNumber: number, cidr: string, over: Partial<NaclEntry> = {}):
   return { ruleNumber, egress: false, action: 'deny', protocol: '-1', cidr, family: cidr.includes(':') ? 6 : 4, ...over };
 }
 
-/** The `*` entries every NACL has (IPv4 and IPv6, both directions). */
+/** The `*` entries every NACL has, both directions: 32767 for IPv4 and 32768 for IPv6 (Amazon VPC quotas). */
 const defaults: NaclEntry[] = [false, true].flatMap((egress) => [
   entry(32767, '0.0.0.0/0', { egress }),
-  entry(32767, '::/0', { egress }),
+  entry(32768, '::/0', { egress }),
 ]);
 
-function snapshot(entries: NaclEntry[], tags: Record<string, string> = {}): NaclSnapshot {
-  return { id: 'acl-0123456789abcdef0', entries: [...defaults, ...entries], tags: Object.entries(tags).map(([key, value]) => ({ key, value })) };
+function snapshot(entries: NaclEntry[], tags: Record<string, string> = {}, subnetIds = ['subnet-0a1b2c3d4e5f60718']): NaclSnapshot {
+  return { id: 'acl-0123456789abcdef0', entries: [...defaults, ...entries], tags: Object.entries(tags).map(([key, value]) => ({ key, value })), subnetIds };
 }
 
 function state(snap: NaclSnapshot, over: Partial<Parameters<typeof toState>[0]> = {}) {
@@ -94,6 +95,16 @@ describe('providers/aws-nacl/mapping: claim tags', () => {
     );
   });
 
+  it('names the claimed rule numbers and the lease a tag write carries, for error messages', () => {
+    const text = describeTagWrite([
+      { key: 'cloud-bouncer:test:lease', value: `run.1@${sec(NOW)}` },
+      { key: 'cloud-bouncer:test:ingress:12', value: `14=192.0.2.7/32@1 12=2001:db8::1/128@1` },
+      { key: 'cloud-bouncer:test:ingress:8', value: '10=192.0.2.8/32@1' },
+      { key: 'cloud-bouncer:test:egress:16', value: '16=192.0.2.9/32@1' },
+    ]);
+    expect(text).toBe('claims of ingress rules 10, 12, 14, egress rule 16, and the apply lease of owner test');
+  });
+
   it('ignores records it cannot read, and rules outside their tag, and says so', () => {
     const parsed = parseTags(
       [
@@ -143,6 +154,29 @@ describe('providers/aws-nacl/mapping: toState', () => {
     expect(ingress!.maxRules).toBe(35);
     expect(ingress!.cidrsPerRule).toBe(1);
     expect(s.foreign.map((f) => `${f.pool}/${f.slot}`)).toContain('ingress/*');
+  });
+
+  it('reports the IPv6 default entry at rule 32768 as slot *, and counts one default entry per family', () => {
+    const s = state(snapshot([]), { directions: ['ingress', 'egress'] });
+
+    expect(s.foreign).toEqual([
+      { pool: 'ingress', slot: '*', description: 'rule * ingress deny all 0.0.0.0/0' },
+      { pool: 'ingress', slot: '*', description: 'rule * ingress deny all ::/0' },
+      { pool: 'egress', slot: '*', description: 'rule * egress deny all 0.0.0.0/0' },
+      { pool: 'egress', slot: '*', description: 'rule * egress deny all ::/0' },
+    ]);
+    expect(s.conflicts).toEqual([]);
+    for (const pool of s.pools) expect(pool.maxRulesPerFamily).toEqual({ 4: 19, 6: 19 });
+  });
+
+  it('warns that a NACL associated with no subnet enforces nothing, and stays quiet when it has one', () => {
+    const none = state(snapshot([], {}, []));
+    const one = state(snapshot([]));
+
+    expect(none.warnings).toEqual(['network ACL acl-0123456789abcdef0 is associated with no subnet: its entries filter no traffic, so no ban is enforced until it is associated with the subnets to protect']);
+    expect(one.warnings).toEqual([]);
+    // The warning changes nothing else: the pools are the same.
+    expect(none.pools).toEqual(one.pools);
   });
 
   it('reports an unclaimed entry inside the band as a conflict naming its rule number and direction', () => {

@@ -4,7 +4,7 @@
  */
 import { awsNaclConfigSchema, provider as awsNacl } from '../../../src/providers/aws-nacl/index.js';
 import { startFakeEc2, type FakeEc2 } from '../../fakes/ec2/server.js';
-import { DEFAULT_RULE } from '../../fakes/ec2/state.js';
+import { isDefaultRule } from '../../fakes/ec2/state.js';
 import { NOW } from '../../helpers/bans.js';
 import { OWNER, TYPICAL_ACL, bandEntries, cidrOf, expireLease, ownershipProblems, useEnvCredentials } from '../../providers/aws-nacl/harness.js';
 import { log, type Problem, type TargetAdapter } from '../harness.js';
@@ -82,7 +82,7 @@ export function awsNaclAdapter(): TargetAdapter {
     denyCidrs() {
       return ec2()
         .entries(aclId)
-        .filter((e) => e.ruleAction === 'deny' && e.ruleNumber !== DEFAULT_RULE)
+        .filter((e) => e.ruleAction === 'deny' && !isDefaultRule(e.ruleNumber))
         .map(cidrOf);
     },
     foreignRules() {
