@@ -50,11 +50,12 @@ const MARGIN_KEY = 'CLOUD_BOUNCER_DEADLINE_MARGIN_MS';
 
 /**
  * The time kept free before the function's timeout, from `CLOUD_BOUNCER_DEADLINE_MARGIN_MS`
- * (default 10 s). A value that is not a whole number of milliseconds, or that leaves no time for
+ * (default 10 s, or half the time left when that is less). A value that is not a whole number of milliseconds, or that leaves no time for
  * a pass, is a config error: read as NaN or as everything, it would stop every write at once.
  */
 export function deadlineMargin(value: string | undefined, remainingMs: number): number {
-  if (value === undefined || value.trim() === '') return Math.min(10_000, Math.floor(remainingMs / 2));
+  // The default leaves half the time to a function whose timeout is too short for it.
+  if (value === undefined || value.trim() === '') return remainingMs > 10_000 ? 10_000 : Math.floor(remainingMs / 2);
   const text = value.trim();
   if (!/^\d+$/.test(text)) throw new ConfigError(MARGIN_KEY, `expected a whole number of milliseconds (e.g. 20000), got ${JSON.stringify(value)}`);
   const margin = Number(text);

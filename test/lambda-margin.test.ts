@@ -3,10 +3,11 @@ import { ConfigError } from '../src/core/errors.js';
 import { deadlineMargin } from '../src/lambda.js';
 
 describe('lambda: CLOUD_BOUNCER_DEADLINE_MARGIN_MS', () => {
-  it('reads a whole number of milliseconds, and defaults to 10 s (at most half the time left)', () => {
+  it('reads a whole number of milliseconds, and defaults to 10 s (half the time left when that is less)', () => {
     expect(deadlineMargin('20000', 60_000)).toBe(20_000);
     expect(deadlineMargin(' 0 ', 60_000)).toBe(0);
     expect(deadlineMargin(undefined, 60_000)).toBe(10_000);
+    expect(deadlineMargin(undefined, 10_900)).toBe(10_000);
     expect(deadlineMargin('', 8_000)).toBe(4_000);
   });
 

@@ -154,7 +154,8 @@ export async function createNaclClient(opts: NaclClientOptions): Promise<NaclCli
     ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
     // Bounded: the SDK's standard mode retries throttling and transient errors with backoff; our own retry wraps it.
     maxAttempts: opts.maxAttempts,
-    requestHandler: { requestTimeout: opts.requestTimeoutMs, connectionTimeout: Math.min(opts.requestTimeoutMs, 5_000) },
+    // Without throwOnRequestTimeout the handler only logs a warning when requestTimeout passes, and a hung call hangs the pass.
+    requestHandler: { requestTimeout: opts.requestTimeoutMs, throwOnRequestTimeout: true, connectionTimeout: Math.min(opts.requestTimeoutMs, 5_000) },
     customUserAgent: USER_AGENT,
   });
   if (opts.onAttempt) {

@@ -303,6 +303,10 @@ export function trafficOf(e: NaclEntry): string {
   }
 }
 
+function outsideBand(rule: number, dir: Direction, owner: string, band: { start: number; end: number }, what: string): string {
+  return `rule ${rule} (${dir}), ${what}, is claimed by owner ${owner} but lies outside rule_band ${band.start}-${band.end}: another cloud-bouncer with owner ${owner} writes to this NACL, or the band was changed. Give each bouncer its own owner; to clear an old band, run flush --yes with that band`;
+}
+
 export function describeEntry(e: NaclEntry): string {
   return `rule ${slotOf(e.ruleNumber)} ${directionOf(e.egress)} ${e.action} ${trafficOf(e)} ${e.cidr ?? '(no CIDR)'}`;
 }
@@ -377,6 +381,13 @@ export function toState(args: ToStateArgs): NaclState {
       used.add(e.ruleNumber);
       const claim = claims.get(e.ruleNumber);
       const inBand = e.ruleNumber >= band.start && e.ruleNumber <= band.end;
+      if (claim && !isDefaultRule(e.ruleNumber) && !inBand) {
+        // Ownership is the band AND the claim: an entry of our owner outside the band belongs to
+        // another bouncer with the same owner, or to a band the config no longer names. Neither is
+        // ours to remove, and writing the shared claim tags beside it is not safe either.
+        conflicts.push({ slot: String(e.ruleNumber), message: outsideBand(e.ruleNumber, dir, owner, band, describeEntry(e)) });
+        continue;
+      }
       if (claim && !isDefaultRule(e.ruleNumber)) {
         if (e.action !== 'deny' || e.protocol !== '-1' || !e.cidr || !e.family) {
           conflicts.push({
@@ -412,6 +423,10 @@ export function toState(args: ToStateArgs): NaclState {
     for (const [rule, claim] of claims) {
       if (used.has(rule)) continue;
       used.add(rule);
+      if (rule < band.start || rule > band.end) {
+        conflicts.push({ slot: String(rule), message: outsideBand(rule, dir, owner, band, `a claim for ${claim.cidr} without its entry`) });
+        continue;
+      }
       rules.push({ pool: dir, slot: String(rule), family: claim.cidr.includes(':') ? 6 : 4, cidrs: [], expiresAt: claim.expiresAt });
     }
     // A foreign allow entry evaluated before the band lets banned addresses through.

@@ -91,6 +91,8 @@ export class AwsNaclProvider implements Provider {
   private applies = 0;
   /** The apply lease this instance holds between applies, until close() or its expiry. */
   private lease: HeldLease | undefined;
+  /** Set once an apply was aborted (a deadline): the lease release on close() then makes no retries of its own. */
+  private pastDeadline = false;
 
   constructor(
     private readonly opts: AwsNaclOptions,
@@ -119,9 +121,10 @@ export class AwsNaclProvider implements Provider {
   }
 
   /** Our bounded retry around the SDK's own bounded retry. */
-  private retry<T>(op: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  private retry<T>(op: string, fn: () => Promise<T>, signal?: AbortSignal, attempts = this.opts.retry.attempts): Promise<T> {
     return withRetry(() => fn(), {
       ...this.opts.retry,
+      attempts,
       sleep: this.deps.sleep,
       random: this.deps.random,
       signal,
@@ -305,8 +308,9 @@ export class AwsNaclProvider implements Provider {
     lease.released = true;
     for (const value of lease.values) {
       try {
-        // No abort signal: the release runs after an abort too, with its bounded retries.
-        await this.retry('DeleteTags', () => client.deleteTagIf(lease.key, value));
+        // No abort signal: the release runs after an abort too. Past a deadline (a Lambda about to
+        // time out) only the SDK's own attempts: a lease left behind expires by itself.
+        await this.retry('DeleteTags', () => client.deleteTagIf(lease.key, value), undefined, this.pastDeadline ? 1 : undefined);
       } catch (err) {
         this.ctx.log.warn({ target: this.target, err, expiresAt: parseLease(value).expiresAt }, 'could not release the apply lease; it expires by itself');
       }
@@ -356,6 +360,7 @@ export class AwsNaclProvider implements Provider {
       this.checkFresh(changes, fresh);
     }
     const outcomes = await this.applyUnderLease(changes, ctx, { client, writer, original, fresh, lease, claimed, signal, leaseLost });
+    if (ctx.signal?.aborted) this.pastDeadline = true;
     this.ctx.log.debug({ target: this.target, changes: changes.length, calls: this.calls.total - before }, 'aws-nacl apply done');
     return { outcomes, calls: this.calls.total - before };
   }

@@ -206,6 +206,29 @@ describe('providers/aws-nacl: applying bans', () => {
     expect(fake.mutatingCalls).toBe(0);
   });
 
+  it('after an abort mid-apply (a deadline), releases its lease on close with the SDK attempts only', async () => {
+    // Prepare: the run is aborted as its first entry write goes out (one write at a time); then EC2 throttles every write.
+    const h = await harness({ fake, config: { queue: { concurrency: 1, interval_cap: 1000, interval: '1s' } } });
+    const stop = new AbortController();
+    fake.beforeAction = (action) => {
+      if (action === 'CreateNetworkAclEntry') stop.abort();
+    };
+    try {
+      const { result } = await providerPass(h.provider, [ban('192.0.2.1'), ban('192.0.2.2')], { signal: stop.signal });
+      expect(result!.outcomes.filter((o) => o.skipReason === 'aborted')).toHaveLength(1);
+      fake.beforeAction = undefined;
+      fake.setFaults({ throttleRate: 1 });
+      fake.resetCounters();
+      // Act
+      await h.closeAll();
+      // Assess: 2 SDK attempts (harness sdk_max_attempts), none of our own 4 around them.
+      expect(fake.calls.DeleteTags).toBe(2);
+    } finally {
+      fake.beforeAction = undefined;
+      fake.setFaults({});
+    }
+  });
+
   it('manages ingress and egress as two pools when direction is both', async () => {
     const h = await harness({ fake, config: { direction: 'both' } });
     const bans = [ban('192.0.2.7'), ban('2001:db8::7')];
@@ -231,6 +254,25 @@ describe('providers/aws-nacl: ownership', () => {
     expect(plan.changes).toEqual([]);
     expect(result).toBeUndefined();
     expect(fake.mutatingCalls).toBe(0);
+  });
+
+  it("never removes entries of the same owner outside its band (another bouncer's): a conflict, and nothing written", async () => {
+    // Prepare: bouncer A (band 10-19) enforces three bans; bouncer B shares the owner with band 20-30.
+    const h = await harness({ fake, config: { rule_band: { start: 10, end: 19 } } });
+    await providerPass(h.provider, [ban('192.0.2.7'), ban('198.51.100.0/24'), ban('2001:db8::7')]);
+    const before = bandEntries(fake, h.aclId, false, { start: 10, end: 19 }).map(cidrOf);
+    const b = await h.fresh({ rule_band: { start: 20, end: 30 } });
+    fake.resetCounters();
+    // Act: B's pass has one ban of its own.
+    const { plan, result } = await providerPass(b, [ban('203.0.113.9')]);
+    // Assess: B names the rule numbers, plans nothing and writes nothing; A's entries stay.
+    expect(before).toHaveLength(3);
+    expect(plan.error).toMatch(/rule 10 \(ingress\), rule 10 ingress deny all .* is claimed by owner test but lies outside rule_band 20-30: another cloud-bouncer with owner test writes to this NACL/);
+    expect(plan.conflicts.map((c) => c.slot).sort()).toEqual(['10', '11', '12']);
+    expect(plan.changes).toEqual([]);
+    expect(result).toBeUndefined();
+    expect(fake.mutatingCalls).toBe(0);
+    expect(bandEntries(fake, h.aclId, false, { start: 10, end: 19 }).map(cidrOf)).toEqual(before);
   });
 
   it('refuses to apply a plan when a foreign entry appeared in the band since the plan, writing nothing', async () => {
@@ -393,6 +435,22 @@ describe('providers/aws-nacl: errors and config', () => {
       expect(h.provider.stats().errors.RequestLimitExceeded).toBe(fake.calls.CreateTags! + (fake.calls.DeleteTags ?? 0));
       expect(fake.calls.CreateNetworkAclEntry).toBeUndefined();
       expect(bandEntries(fake, h.aclId)).toEqual([]);
+    } finally {
+      fake.setFaults({});
+    }
+  });
+
+  it('fails a call EC2 does not answer within request_timeout as retryable, instead of waiting for it', async () => {
+    // Every answer comes 4 s late; the per-request timeout is 1 s (the minimum; 2 SDK attempts × 2 own retries).
+    const h = await harness({ fake, config: { request_timeout: '1s', retry: { attempts: 2, base_delay: '5ms', max_delay: '40ms' } } });
+    fake.setFaults({ latencyMs: 4_000 });
+    try {
+      const err = await h.provider.read().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(RetryableError);
+      expect((err as Error).message).toMatch(/DescribeNetworkAcls .*(timed? ?out|exceeded the configured 1000 ms)/i);
     } finally {
       fake.setFaults({});
     }

@@ -196,6 +196,14 @@ describe('providers/aws-nacl/mapping: toState', () => {
     expect(s.conflicts).toEqual([]);
   });
 
+  it('reports a claim of our owner outside the band, with or without its entry, as a conflict and owns nothing there', () => {
+    const s = state(snapshot([entry(5, '192.0.2.1/32')], { 'cloud-bouncer:test:ingress:4': `5=192.0.2.1/32@${sec(NOW + HOUR)} 6=2001:db8::1/128@${sec(NOW)}` }));
+    expect(s.rules).toEqual([]);
+    expect(s.conflicts.map((c) => c.slot)).toEqual(['5', '6']);
+    expect(s.conflicts[0]!.message).toMatch(/^rule 5 \(ingress\), rule 5 ingress deny all 192\.0\.2\.1\/32, is claimed by owner test but lies outside rule_band 10-99/);
+    expect(s.conflicts[1]!.message).toMatch(/^rule 6 \(ingress\), a claim for 2001:db8::1\/128 without its entry, is claimed/);
+  });
+
   it('reports an entry whose claim records another CIDR as owned, with its real CIDR, expiring now at the latest', () => {
     const s = state(snapshot([entry(10, '192.0.2.1/32')], { 'cloud-bouncer:test:ingress:8': `10=192.0.2.2/32@${sec(NOW + 3 * HOUR)}` }));
     expect(s.rules).toEqual([{ pool: 'ingress', slot: '10', family: 4, cidrs: ['192.0.2.1/32'], expiresAt: NOW }]);
