@@ -282,14 +282,15 @@ const TLS_CODES = new Set([
 ]);
 
 /** One line for an error from `httpGet`; never includes request headers. */
-function describeHttpError(err: unknown, where: string): { message: string; code: string } {
+function describeHttpError(err: unknown, where: string, caPath?: string): { message: string; code: string } {
   if (err instanceof DeadlineError) return { message: `${where}: ${err.message}`, code: 'timeout' };
   if (err instanceof CallerAbortError) return { message: `${where}: aborted`, code: 'aborted' };
   if (err instanceof TooLargeError) return { message: `${where}: ${err.message}`, code: 'too_large' };
   const e = err as NodeJS.ErrnoException & { reason?: string };
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   if (TLS_CODES.has(code)) {
-    return { message: `${where}: TLS certificate not trusted (${code}); set ca_cert_path to the CA that signed it`, code };
+    const hint = caPath ? `the CA in ca_cert_path ${caPath} did not sign it` : 'set ca_cert_path to the CA that signed it';
+    return { message: `${where}: TLS certificate not trusted (${code}); ${hint}`, code };
   }
   if (code.startsWith('ERR_SSL') || /alert|handshake|certificate/i.test(e?.message ?? '')) {
     return { message: `${where}: TLS handshake failed (${code}: ${firstLine(e.message)})`, code };
@@ -372,11 +373,16 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
   async function readPem(key: 'ca_cert_path' | 'cert_path' | 'key_path'): Promise<Buffer | undefined> {
     const path = cfg[key];
     if (!path || !isHttps) return undefined;
+    let pem: Buffer;
     try {
-      return await readFile(path);
+      pem = await readFile(path);
     } catch (err) {
       throw fail(`cannot read ${key} ${path}: ${(err as NodeJS.ErrnoException).code ?? errorLine(err)}`, 'config', err);
     }
+    // Node skips what is not PEM without a word; the handshake would then blame the server.
+    const want = key === 'key_path' ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/ : /-----BEGIN CERTIFICATE-----/;
+    if (!want.test(pem.toString('latin1'))) throw fail(`${key} ${path} holds no PEM ${key === 'key_path' ? 'private key' : 'certificate'}`, 'config');
+    return pem;
   }
 
   /** (Re)builds the agent when the certificate files change (cert-manager renewals), checked on full snapshots. */
@@ -427,7 +433,7 @@ export function createLapiSource(cfg: LapiSourceConfig, deps: LapiSourceDeps): D
     } catch (err) {
       // The sink refused the body at its first bad byte; the rest was not read.
       if (err instanceof StreamFormatError) throw malformed(what, err);
-      const d = describeHttpError(err, `${what} ${where}`);
+      const d = describeHttpError(err, `${what} ${where}`, cfg.ca_cert_path);
       throw fail(d.message, d.code, err);
     }
     if (res.status !== 200) {

@@ -282,6 +282,18 @@ describe.skipIf(!available)('sources/lapi against the real LAPI over TLS, with c
     expect(err.message).toMatch(/^source lapi-real: decisions https:\/\/127\.0\.0\.1:\d+\/: TLS certificate not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)/);
   });
 
+  it('says the CA in ca_cert_path did not sign the certificate, when another certificate is given there', async () => {
+    const err = await rejection(source({ api_url: lapi.url, api_key: lapi.apiKey, ca_cert_path: lapi.tls!.bouncerCert }).snapshot({ now: Date.now() }));
+    expect(err.message).toMatch(/TLS certificate not trusted \(\w+\); the CA in ca_cert_path \S+ did not sign it$/);
+  });
+
+  it('refuses a ca_cert_path or key_path that holds no PEM of its kind, before connecting', async () => {
+    const notCa = await rejection(source({ api_url: lapi.url, api_key: lapi.apiKey, ca_cert_path: lapi.tls!.bouncerKey }).snapshot({ now: Date.now() }));
+    const notKey = await rejection(source({ api_url: lapi.url, ca_cert_path: lapi.tls!.ca, cert_path: lapi.tls!.bouncerCert, key_path: lapi.tls!.bouncerCert }).snapshot({ now: Date.now() }));
+    expect(notCa.message).toMatch(/^source lapi-real: ca_cert_path \S+ holds no PEM certificate$/);
+    expect(notKey.message).toMatch(/^source lapi-real: key_path \S+ holds no PEM private key$/);
+  });
+
   it('skips verification with insecure_skip_verify, and warns once', async () => {
     const cap = captureLog();
     const src = source({ api_url: lapi.url, api_key: lapi.apiKey, insecure_skip_verify: true }, cap.log);
