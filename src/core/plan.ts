@@ -170,7 +170,7 @@ export function diffRules(actual: readonly Rule[], desired: readonly Rule[], vac
       before: { cidrs: r.cidrs, expiresAt: r.expiresAt },
       added: [],
       removed: r.cidrs,
-      reason: r.cidrs.length === 0 ? 'drop a record left without its rule (repair after an interrupted pass)' : `lift ${r.cidrs.length} CIDR${r.cidrs.length === 1 ? '' : 's'} (expired or no longer banned)`,
+      reason: r.cidrs.length === 0 ? 'drop a record left without its rule (repair after an interrupted pass)' : `lift ${r.cidrs.length} CIDR${r.cidrs.length === 1 ? '' : 's'} (expired, no longer banned, or whitelisted)`,
     });
   }
   return { changes, unchanged };

@@ -109,7 +109,7 @@ export function planToText(plan: Plan, opts: TextOptions = {}): string {
   const out: string[] = [];
   // The whitelist fails static too: an address to trust may be missing.
   const why = plan.sources.some((s) => !s.ok) ? 'a source failed' : 'the whitelist is incomplete';
-  out.push(`cloud-bouncer ${opts.flush ? 'flush ' : ''}plan at ${plan.generatedAt}${plan.failStatic ? `  [FAIL-STATIC: ${why}; only expired rules are removed]` : ''}`);
+  out.push(`cloud-bouncer ${opts.flush ? 'flush ' : ''}plan at ${plan.generatedAt}${plan.failStatic ? `  [FAIL-STATIC: ${why}; only expired or whitelisted rules are removed]` : ''}`);
   for (const s of plan.sources) {
     // A source's error already starts with "source NAME: "; the line names it once.
     const error = s.error?.startsWith(`source ${s.name}: `) ? s.error.slice(`source ${s.name}: `.length) : s.error;

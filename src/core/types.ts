@@ -243,7 +243,7 @@ export interface SourceStatus {
 export interface Plan {
   version: 1;
   generatedAt: string;
-  /** True when a source failed or the whitelist is incomplete: only expired rules are removed, nothing new is added from failed sources. */
+  /** True when a source failed or the whitelist is incomplete: only expired or whitelisted rules are removed, nothing new is added from failed sources. */
   failStatic: boolean;
   sources: SourceStatus[];
   refused: Refused[];

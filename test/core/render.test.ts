@@ -11,8 +11,8 @@ const plan = (over: Partial<Plan>): Plan => ({ version: 1, generatedAt: '2026-11
 describe('render/planToText', () => {
   it.each([
     ['no failure', plan({}), 'cloud-bouncer plan at 2026-11-23T08:00:00.000Z'],
-    ['a failed source', plan({ failStatic: true, sources: [source({ ok: false, error: 'source lapi: HTTP 500' })] }), 'cloud-bouncer plan at 2026-11-23T08:00:00.000Z  [FAIL-STATIC: a source failed; only expired rules are removed]'],
-    ['an unresolved whitelist hostname (every source ok)', plan({ failStatic: true }), 'cloud-bouncer plan at 2026-11-23T08:00:00.000Z  [FAIL-STATIC: the whitelist is incomplete; only expired rules are removed]'],
+    ['a failed source', plan({ failStatic: true, sources: [source({ ok: false, error: 'source lapi: HTTP 500' })] }), 'cloud-bouncer plan at 2026-11-23T08:00:00.000Z  [FAIL-STATIC: a source failed; only expired or whitelisted rules are removed]'],
+    ['an unresolved whitelist hostname (every source ok)', plan({ failStatic: true }), 'cloud-bouncer plan at 2026-11-23T08:00:00.000Z  [FAIL-STATIC: the whitelist is incomplete; only expired or whitelisted rules are removed]'],
   ])('heads the plan with the reason on %s', (_n, p, heading) => {
     expect(planToText(p).split('\n')[0]).toBe(heading);
   });

@@ -144,7 +144,7 @@ describe('cli (file target)', () => {
       expect(errLine).toMatch(/^cloud-bouncer: error: source lapi: /);
       expect(r.stderr).not.toContain('secret-key-123456');
       // The plan says why it fails static and names the source once.
-      expect(r.stdout).toMatch(/^cloud-bouncer plan at \S+ {2}\[FAIL-STATIC: a source failed; only expired rules are removed\]\n/);
+      expect(r.stdout).toMatch(/^cloud-bouncer plan at \S+ {2}\[FAIL-STATIC: a source failed; only expired or whitelisted rules are removed\]\n/);
       expect(r.stdout).toMatch(/^source lapi: FAILED: (?!source lapi)\S/m);
       const doc = JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string; cidrs: string[] }> };
       expect(doc.rules.map((x) => x.name)).toEqual(['allow-office', 'cloud-bouncer-e2e-001']);
