@@ -269,6 +269,7 @@ export async function validateConfig(raw: unknown): Promise<Config> {
   if (dupTarget) throw new ConfigError('targets', `target name ${JSON.stringify(dupTarget)} is used twice; names must be unique`);
 
   const targets: TargetConfig[] = [];
+  const written = new Map<string, string>();
   for (const [i, t] of parsed.targets.entries()) {
     if (!providerNames().includes(t.provider)) {
       throw new ConfigError(`targets[${i}].provider`, `unknown provider ${JSON.stringify(t.provider)}; expected one of ${providerNames().join(', ')}`);
@@ -278,6 +279,19 @@ export async function validateConfig(raw: unknown): Promise<Config> {
     const r = mod.configSchema.safeParse(rest);
     if (!r.success) throw toConfigError(r.error, rest, `targets[${i}]`);
     targets.push({ name, provider, max_writes_per_run, settings: r.data });
+    // Every target of a config writes as its one owner: two on the same resource remove each other's rules.
+    const res = mod.resource?.(r.data);
+    if (res) {
+      const key = `${provider}\u0000${res.key}`;
+      const first = written.get(key);
+      if (first !== undefined) {
+        throw new ConfigError(
+          `targets[${i}]`,
+          `target ${JSON.stringify(name)} writes to ${res.what}, as target ${JSON.stringify(first)} does, with the same owner (${parsed.owner}): each would remove the other's rules; use ${res.merge ?? 'one target'}, or run a second bouncer with its own owner`,
+        );
+      }
+      written.set(key, name);
+    }
   }
   return { ...parsed, sources, targets };
 }

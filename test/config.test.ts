@@ -42,11 +42,29 @@ describe('config', () => {
     ['no targets', minimal.slice(0, minimal.indexOf('targets:')) + 'targets: []\n', /^config: targets: expected at least one target/],
     ['a listen port out of range', `${minimal}daemon:\n  listen: 127.0.0.1:99999\n`, /^config: daemon\.listen: expected a port from 0 to 65535/],
     ['a listen address without a port', `${minimal}daemon:\n  listen: 127.0.0.1\n`, /^config: daemon\.listen: expected host:port/],
+    ['a scope no firewall rule can hold', minimal.replace('    path: examples/decisions.json\n', '    path: examples/decisions.json\n    scopes: [ip, Country]\n'), /^config: sources\[0\]\.scopes\[1\]: expected ip or range \(country and AS decisions name no addresses a rule can hold\), got "Country"$/],
+    ['two targets on one file', `${minimal}  - name: again\n    provider: file\n    path: .tmp/x.json\n`, /^config: targets\[1\]: target "again" writes to the file \.tmp\/x\.json, as target "demo" does, with the same owner \(default\): each would remove the other's rules/],
+    [
+      'two targets on one NACL',
+      minimal.replace(/targets:[\s\S]*$/, `targets:\n${['a', 'b'].map((n, i) => `  - name: ${n}\n    provider: aws-nacl\n    region: eu-west-1\n    network_acl_id: acl-0123456789abcdef0\n    direction: ${i ? 'egress' : 'ingress'}\n    rule_band: { start: ${10 + 20 * i}, end: ${19 + 20 * i} }\n`).join('')}`),
+      /^config: targets\[1\]: target "b" writes to network ACL acl-0123456789abcdef0 in eu-west-1, as target "a" does, .*; use one target with direction: both, or run a second bouncer with its own owner$/,
+    ],
     ['a duplicate target name', `${minimal}  - name: demo\n    provider: file\n    path: y.json\n`, /^config: targets: target name "demo" is used twice/],
   ])('names the key on %s', async (_name, text, message) => {
     const err = await loadConfig({ path: yamlFile(text), env: {} }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toMatch(message);
+  });
+
+  it('accepts two targets on one NSG or project when their rule names differ, and two NACLs', async () => {
+    const azure = (n: string, prefix: string, nsg = 'nsg') => `  - name: ${n}\n    provider: azure-nsg\n    subscription_id: 6f1a5c2e-0000-4000-8000-00000000c0de\n    resource_group: rg\n    nsg_name: ${nsg}\n    name_prefix: ${prefix}\n    priority_band: { start: 100, end: 199 }\n`;
+    const aws = (n: string, id: string) => `  - name: ${n}\n    provider: aws-nacl\n    region: eu-west-1\n    network_acl_id: ${id}\n`;
+    const base = minimal.slice(0, minimal.indexOf('targets:'));
+    const ok = await loadConfig({ path: yamlFile(`${base}targets:\n${azure('in', 'cb-in')}${azure('out', 'cb-out')}${aws('x', 'acl-0123456789abcdef0')}${aws('y', 'acl-0123456789abcdef1')}`), env: {} });
+    expect(ok.targets.map((t) => t.name)).toEqual(['in', 'out', 'x', 'y']);
+    const same = await loadConfig({ path: yamlFile(`${base}targets:\n${azure('in', 'cb')}${azure('out', 'cb', 'NSG')}`), env: {} }).catch((e: unknown) => e);
+    // ARM names are case-insensitive: nsg and NSG are one NSG.
+    expect((same as Error).message).toMatch(/^config: targets\[1\]: target "out" writes to rule names cb-<owner>-… in NSG NSG, as target "in" does/);
   });
 
   it('expands ${ENV} inside values, with defaults, and names the key of a missing variable', () => {

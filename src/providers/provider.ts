@@ -62,6 +62,11 @@ export interface ProviderModule<C = unknown> {
   /** zod schema of the provider-specific target keys. */
   configSchema: z.ZodType<C>;
   create(config: C, ctx: ProviderContext): Promise<Provider>;
+  /**
+   * What a target writes to, as far as ownership goes: two targets of one config (one owner) with
+   * the same `key` would each remove the other's rules, so the config refuses them. `what` names it.
+   */
+  resource?(config: C): { key: string; what: string; merge?: string | undefined };
 }
 
 export function emptyStats(): CallStats {

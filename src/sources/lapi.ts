@@ -42,7 +42,15 @@ export const filterKeys = {
   /** Decision types kept (`ban`, `captcha`, ...); case-insensitive. */
   supported_decisions_types: z.array(nonEmpty).min(1, 'expected at least one decision type').default(['ban']),
   /** Scopes kept; case-insensitive (`Ip`/`ip` both occur on the wire). */
-  scopes: z.array(nonEmpty).min(1, 'expected at least one scope').default(['ip', 'range']),
+  scopes: z
+    .array(
+      nonEmpty.refine((v) => ['ip', 'range'].includes(v.toLowerCase()), {
+        // Country and AS decisions name no address a firewall rule can hold; accepted, they were only counted as skipped.
+        error: (i) => `expected ip or range (country and AS decisions name no addresses a rule can hold), got ${JSON.stringify(i.input)}`,
+      }),
+    )
+    .min(1, 'expected at least one scope')
+    .default(['ip', 'range']),
   /** Exact origins kept; empty keeps all. */
   origins: z.array(nonEmpty).default([]),
   scenarios_containing: z.array(nonEmpty).default([]),

@@ -186,6 +186,8 @@ export function directionsOf(d: AwsNaclConfig['direction']): Direction[] {
 
 export const provider: ProviderModule<AwsNaclConfig> = {
   kind: 'aws-nacl',
+  // The lease and the claim tags are per NACL and owner, whatever the band or direction.
+  resource: (config) => ({ key: `${config.region}/${config.network_acl_id}`, what: `network ACL ${config.network_acl_id} in ${config.region}`, merge: 'one target with direction: both' }),
   configSchema: awsNaclConfigSchema as unknown as z.ZodType<AwsNaclConfig>,
   async create(config, ctx) {
     return new AwsNaclProvider(

@@ -287,6 +287,12 @@ export class AzureNsgProvider implements Provider {
 
 export const provider: ProviderModule<AzureNsgConfig> = {
   kind: 'azure-nsg',
+  // Rule names (`<name_prefix>-<owner>-<priority>`) are unique per NSG, both directions; ARM names are case-insensitive.
+  resource: (config) => ({
+    key: `${config.subscription_id}/${config.resource_group}/${config.nsg_name}/${config.name_prefix}`.toLowerCase(),
+    what: `rule names ${config.name_prefix}-<owner>-… in NSG ${config.nsg_name}`,
+    merge: 'a name_prefix of its own for each',
+  }),
   configSchema: azureNsgConfigSchema as unknown as z.ZodType<AzureNsgConfig>,
   async create(config, ctx) {
     return new AzureNsgProvider(config, ctx);

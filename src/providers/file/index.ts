@@ -272,4 +272,5 @@ export const provider: ProviderModule<FileConfig> = {
   async create(config, ctx) {
     return new FileProvider(config, ctx);
   },
+  resource: (config) => ({ key: resolve(config.path), what: `the file ${config.path}` }),
 };

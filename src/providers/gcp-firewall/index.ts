@@ -358,6 +358,8 @@ export class GcpFirewallProvider implements Provider {
 
 export const provider: ProviderModule<GcpFirewallConfig> = {
   kind: 'gcp-firewall',
+  // Rule names (`<name_prefix>-<owner>-<nnn>`) are unique per project, across networks.
+  resource: (config) => ({ key: `${config.project}/${config.name_prefix}`, what: `rule names ${config.name_prefix}-<owner>-… in project ${config.project}`, merge: 'a name_prefix of its own for each' }),
   configSchema: gcpFirewallConfigSchema as unknown as z.ZodType<GcpFirewallConfig>,
   async create(config, ctx) {
     return new GcpFirewallProvider(config, ctx);
