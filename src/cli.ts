@@ -120,7 +120,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
 
   let config: Config;
   try {
-    config = await loadConfig({ path: values.config, env: io.env });
+    config = await loadConfig({ path: values.config, env: io.env, sourcesUnused: command === 'status' || command === 'flush' });
   } catch (err) {
     return fail(io, err);
   }

@@ -160,18 +160,20 @@ const MAX_ENV_INDEX = 999;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Expands `${VAR}` / `${VAR:-default}` in every string value. */
-export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[] = []): unknown {
+export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[] = [], keep?: (path: PropertyKey[]) => boolean): unknown {
   if (typeof value === 'string') {
-    return value.replace(ENV_REF, (_m, name: string, def: string | undefined) => {
+    return value.replace(ENV_REF, (ref: string, name: string, def: string | undefined) => {
       const v = env[name];
       if (v !== undefined && v !== '') return v;
       if (def !== undefined) return def;
+      // A command that never reads this value (status and flush never contact a source) keeps the reference as text.
+      if (keep?.(path)) return ref;
       throw new ConfigError(keyPath(path), `environment variable ${name} is not set (referenced as \${${name}})`);
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, [...path, i]));
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, [...path, i], keep));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, [...path, k])]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, [...path, k], keep)]));
   }
   return value;
 }
@@ -215,6 +217,11 @@ export function applyEnvOverrides(base: Record<string, unknown>, env: NodeJS.Pro
 export interface LoadOptions {
   path?: string | undefined;
   env?: NodeJS.ProcessEnv;
+  /**
+   * The command reads no source (status, flush): a `${VAR}` under `sources` whose variable is unset
+   * is left as text instead of failing, so a lost LAPI secret never blocks removing rules.
+   */
+  sourcesUnused?: boolean | undefined;
 }
 
 /** Reads the raw config document (before validation). */
@@ -228,7 +235,7 @@ export async function readRawConfig(opts: LoadOptions): Promise<Record<string, u
     try {
       text = await readFile(path, 'utf8');
     } catch (err) {
-      throw new ConfigError('--config', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+      throw new ConfigError(opts.path ? '--config' : 'CLOUD_BOUNCER_CONFIG_FILE', `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
   } else if (env.CLOUD_BOUNCER_CONFIG) {
     text = env.CLOUD_BOUNCER_CONFIG;
@@ -248,7 +255,7 @@ export async function readRawConfig(opts: LoadOptions): Promise<Record<string, u
   if (!path && !env.CLOUD_BOUNCER_CONFIG && Object.keys(withEnv).length === 0) {
     throw new ConfigError('--config', 'no configuration: pass --config FILE, or set CLOUD_BOUNCER_CONFIG or CLOUD_BOUNCER__* variables');
   }
-  return expandEnv(withEnv, env) as Record<string, unknown>;
+  return expandEnv(withEnv, env, [], opts.sourcesUnused ? (p) => p[0] === 'sources' : undefined) as Record<string, unknown>;
 }
 
 /** Validates a raw config document, provider keys included. */

@@ -92,6 +92,13 @@ describe('config', () => {
     expect(applyEnvOverrides({ targets: [{ name: 'a', rules: 1 }] }, { CLOUD_BOUNCER__TARGETS__0__RULES: '9' })).toEqual({ targets: [{ name: 'a', rules: 9 }] });
   });
 
+  it('names the variable, not --config, when CLOUD_BOUNCER_CONFIG_FILE cannot be read', async () => {
+    const fromEnv = await loadConfig({ env: { CLOUD_BOUNCER_CONFIG_FILE: '/nonexistent/cb.yaml' } }).catch((e: unknown) => e);
+    const fromFlag = await loadConfig({ path: '/nonexistent/cb.yaml', env: {} }).catch((e: unknown) => e);
+    expect((fromEnv as Error).message).toBe('config: CLOUD_BOUNCER_CONFIG_FILE: cannot read /nonexistent/cb.yaml: ENOENT');
+    expect((fromFlag as Error).message).toBe('config: --config: cannot read /nonexistent/cb.yaml: ENOENT');
+  });
+
   it('refuses to run without any configuration', async () => {
     await expect(loadConfig({ env: {} })).rejects.toThrow(/no configuration/);
   });

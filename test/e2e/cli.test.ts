@@ -205,6 +205,25 @@ describe('cli (file target)', () => {
     expect((JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string }> }).rules.map((x) => x.name)).toEqual(['allow-office']);
   });
 
+  it('status and flush run with the LAPI key variable unset (they read no source); plan names it', async () => {
+    const dir = tmp();
+    const cfg = lapiConfig(dir);
+    mode = 'ok';
+    body = JSON.stringify({ new: [item('192.0.2.1', '4h')], deleted: null });
+    await cli(['apply', '--config', cfg]);
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('api_key: secret-key-123456', 'api_key: ${LOST_KEY}'));
+    const status = await cli(['status', '--config', cfg]);
+    const plan = await cli(['plan', '--config', cfg]);
+    const flush = await cli(['flush', '--yes', '--config', cfg]);
+    expect([status.code, status.stderr]).toEqual([0, '']);
+    expect(status.stdout).toMatch(/1 owned rule/);
+    expect(plan.code).toBe(1);
+    expect(plan.stderr).toMatch(/^cloud-bouncer: error: config: sources\[0\]\.api_key: environment variable LOST_KEY is not set/);
+    expect(flush.code).toBe(0);
+    expect(flush.stderr).not.toMatch(/error/);
+    expect((JSON.parse(readFileSync(join(dir, 'fw.json'), 'utf8')) as { rules: unknown[] }).rules).toEqual([]);
+  });
+
   it('writes log lines that name each key once', async () => {
     const { log, text } = captureLog();
     const r = await main(['plan', '--config', 'examples/quickstart.yaml'], { stdout: () => undefined, stderr: () => undefined, env: {}, log });
