@@ -7,10 +7,11 @@
  */
 import { parseArgs } from 'node:util';
 import { realpathSync } from 'node:fs';
+import { access, constants } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from './config.js';
-import { errorLine } from './core/errors.js';
+import { ConfigError, errorLine } from './core/errors.js';
 import { runPass, type PassResult } from './core/reconcile.js';
 import { planToJson, planToText } from './core/render.js';
 import { LOG_LEVELS, createLogger, scrub, type LogLevel } from './log.js';
@@ -130,6 +131,7 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   if (command === 'validate') {
     try {
       selectTargets(config, sel);
+      await checkSourceFiles(config);
     } catch (err) {
       return fail(io, err);
     }
@@ -192,6 +194,21 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   } finally {
     detach();
     await runtime.close();
+  }
+}
+
+/** Files a source reads on every pass (key, CA, client certificate): validate makes sure they can be read now. */
+async function checkSourceFiles(config: Config): Promise<void> {
+  for (const [i, s] of config.sources.entries()) {
+    for (const key of ['api_key_file', 'ca_cert_path', 'cert_path', 'key_path'] as const) {
+      const path = (s as Partial<Record<typeof key, string>>)[key];
+      if (!path) continue;
+      try {
+        await access(path, constants.R_OK);
+      } catch (err) {
+        throw new ConfigError(`sources[${i}].${key}`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? errorLine(err)}`, { cause: err });
+      }
+    }
   }
 }
 

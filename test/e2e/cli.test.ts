@@ -3,7 +3,7 @@
  * fail-static on a broken source, config errors, flush, detailed exit codes.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -241,5 +241,23 @@ describe('cli (file target)', () => {
     const r = await cli(['validate', '--config', 'examples/quickstart.yaml']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/configuration OK: 1 source\(s\) \[sample:file\], 1 target\(s\) \[demo:file\]/);
+  });
+
+  it('validate names a key or certificate file a source cannot read', async () => {
+    const dir = tmp();
+    const key = join(dir, 'key');
+    writeFileSync(key, 'secret-key-123456\n');
+    const doc = (extra: string) => {
+      const p = join(dir, 'c.yaml');
+      writeFileSync(p, `sources:\n  - name: lapi\n    type: lapi\n    api_url: https://127.0.0.1:1/\n    api_key_file: ${key}\n${extra}targets:\n  - name: fw\n    provider: file\n    path: ${join(dir, 'fw.json')}\n`);
+      return p;
+    };
+    const good = await cli(['validate', '--config', doc('')]);
+    const noCa = await cli(['validate', '--config', doc(`    ca_cert_path: ${join(dir, 'missing-ca.pem')}\n`)]);
+    rmSync(key);
+    const noKey = await cli(['validate', '--config', doc('')]);
+    expect(good.code).toBe(0);
+    expect([noCa.code, noCa.stderr]).toEqual([1, `cloud-bouncer: error: config: sources[0].ca_cert_path: cannot read ${join(dir, 'missing-ca.pem')}: ENOENT\n`]);
+    expect([noKey.code, noKey.stderr]).toEqual([1, `cloud-bouncer: error: config: sources[0].api_key_file: cannot read ${key}: ENOENT\n`]);
   });
 });
