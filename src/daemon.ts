@@ -39,6 +39,15 @@ function splitHostPort(listen: string): { host: string; port: number } {
   return { host, port: Number(listen.slice(i + 1)) };
 }
 
+/**
+ * `/healthz`: healthy while passes keep completing, the first within 3 intervals (plus a minute) of
+ * the start, then each within 3 intervals (plus a minute) of the one before. `since` is the end of
+ * the last pass, or the start.
+ */
+export function healthy(now: number, since: number, intervalMs: number): boolean {
+  return now - since < 3 * intervalMs + 60_000;
+}
+
 export async function runDaemon(config: Config, sel: TargetSelection, log: Logger, io: CliIo, opts: DaemonOptions = {}): Promise<number> {
   const stop = new AbortController();
   const onSignal = (sig: string) => {
@@ -58,7 +67,9 @@ export async function runDaemon(config: Config, sel: TargetSelection, log: Logge
   let passes = 0;
   const started = Date.now();
   const server: Server = createServer((req, res) => {
-    if (req.url === '/metrics') {
+    // Scrapers may add a query string (`/metrics?name[]=…`); only the path routes.
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (path === '/metrics') {
       metrics.registry
         .metrics()
         .then((body) => {
@@ -71,10 +82,8 @@ export async function runDaemon(config: Config, sel: TargetSelection, log: Logge
         });
       return;
     }
-    if (req.url === '/healthz') {
-      // Healthy while passes keep completing: the first one within 3 intervals of start, then each within 3 intervals.
-      const ref = lastPassEnd || started;
-      const ok = Date.now() - ref < 3 * config.daemon.interval + 60_000;
+    if (path === '/healthz') {
+      const ok = healthy(Date.now(), lastPassEnd || started, config.daemon.interval);
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: ok ? 'ok' : 'stale', passes, last_pass_end: lastPassEnd ? new Date(lastPassEnd).toISOString() : null }));
       return;

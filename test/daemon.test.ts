@@ -102,6 +102,7 @@ daemon:
       expect(text).toMatch(/cloud_bouncer_source_fetch_seconds_count\{source="sample",result="ok"\} \d+/);
       expect(text).toMatch(/cloud_bouncer_decisions\{source="sample"\} 3/);
       expect(text).toMatch(/# TYPE cloud_bouncer_unenforced gauge/);
+      expect(await (await fetch(`http://127.0.0.1:${port}/metrics?name[]=cloud_bouncer_passes_total`)).text()).toMatch(/cloud_bouncer_passes_total/);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       expect(health.status).toBe(200);
       expect(((await health.json()) as { status: string }).status).toBe('ok');
@@ -162,5 +163,15 @@ daemon:
     } finally {
       holder.close();
     }
+  });
+});
+
+describe('daemon /healthz', () => {
+  it('turns unhealthy once no pass has ended for 3 intervals and a minute, and not before', async () => {
+    const { healthy } = await import('../src/daemon.js');
+    const minute = 60_000;
+    expect(healthy(4 * minute - 1, 0, minute)).toBe(true);
+    expect(healthy(4 * minute, 0, minute)).toBe(false);
+    expect(healthy(10 * minute, 9 * minute, minute)).toBe(true);
   });
 });
