@@ -79,11 +79,23 @@ interface CliRun {
  * files it reads mapped to temporary copies, and `$(VAR)` expanded the way
  * the kubelet does. Nothing is written to any target.
  */
-async function validateCommandLine(args: readonly string[], opts: { env?: Record<string, string>; files?: ReadonlyMap<string, string> } = {}): Promise<CliRun> {
-  const env = opts.env ?? {};
+async function validateCommandLine(
+  args: readonly string[],
+  opts: { env?: Record<string, string>; files?: ReadonlyMap<string, string>; secrets?: Iterable<string> } = {},
+): Promise<CliRun> {
   const [command, ...rest] = args;
   if (!command || !COMMANDS.includes(command)) return { code: 1, stdout: '', stderr: `unknown command ${JSON.stringify(command)}; the CLI has ${COMMANDS.join(', ')}` };
   const dir = mkdtempSync(join(tmpdir(), 'cb-deploy-'));
+  // Secret files the container has mounted (validate reads the key files a config names): each is a
+  // file here, and the config and environment name it where it lies here.
+  const moved: Array<[string, string]> = [];
+  for (const [i, path] of [...(opts.secrets ?? [])].entries()) {
+    const here = join(dir, `secret-${i}`);
+    writeFileSync(here, 'test-key-0123456789abcdef\n');
+    moved.push([path, here]);
+  }
+  const relocate = (text: string) => moved.reduce((t, [from, to]) => t.split(from).join(to), text);
+  const env = Object.fromEntries(Object.entries(opts.env ?? {}).map(([k, v]) => [k, relocate(v)]));
   const argv = ['validate'];
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name: string) => env[name] ?? m);
@@ -93,7 +105,7 @@ async function validateCommandLine(args: readonly string[], opts: { env?: Record
       const content = opts.files?.get(path);
       if (content === undefined) return { code: 1, stdout: '', stderr: `--config ${path}: no such file is mounted in the container` };
       const tmp = join(dir, `config-${i}.yaml`);
-      writeFileSync(tmp, content);
+      writeFileSync(tmp, relocate(content));
       argv.push(tmp);
     }
   }
@@ -362,7 +374,7 @@ describe('deploy/kubernetes', () => {
         if (indexed) env.JOB_COMPLETION_INDEX = '0';
 
         // Act
-        const run = await validateCommandLine(c.args ?? [], { env, files: mounts.files });
+        const run = await validateCommandLine(c.args ?? [], { env, files: mounts.files, secrets: mounts.secrets });
 
         // Assess
         expect(mounts.problems).toEqual([]);
@@ -434,7 +446,7 @@ describe('deploy/kubernetes', () => {
     const completions = job.completions as number;
 
     // Act: every index the Job hands out, and the first one past it.
-    const runs = await Promise.all(Array.from({ length: completions + 1 }, (_, i) => validateCommandLine(c.args!, { env: { HOME: '/tmp', JOB_COMPLETION_INDEX: String(i) }, files: mounts.files })));
+    const runs = await Promise.all(Array.from({ length: completions + 1 }, (_, i) => validateCommandLine(c.args!, { env: { HOME: '/tmp', JOB_COMPLETION_INDEX: String(i) }, files: mounts.files, secrets: mounts.secrets })));
 
     // Assess
     expect(job.completionMode).toBe('Indexed');
@@ -777,7 +789,7 @@ describe('deploy/gcp-cloud-run', () => {
     const secretFiles = mounts.flatMap((m) => (volumes.find((v) => v.name === m.name)?.secret?.items ?? []).map((it) => `${m.mountPath}/${it.path}`));
 
     // Act
-    const run = await validateCommandLine(container.args as string[], { env });
+    const run = await validateCommandLine(container.args as string[], { env, secrets: secretFiles });
     const config = await loadConfig({ env });
 
     // Assess
