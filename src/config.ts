@@ -183,7 +183,8 @@ export function applyEnvOverrides(base: Record<string, unknown>, env: NodeJS.Pro
   const root = structuredClone(base);
   const keys = Object.keys(env)
     .filter((k) => k.startsWith('CLOUD_BOUNCER__'))
-    .sort();
+    // Numeric order for list indices (…__2__ before …__10__), so items are appended in order.
+    .sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
   for (const name of keys) {
     const parts = name.slice('CLOUD_BOUNCER__'.length).split('__').map((p) => p.toLowerCase());
     if (parts.some((p) => p === '')) throw new ConfigError(name, 'malformed variable name (empty key between "__")');
@@ -193,6 +194,10 @@ export function applyEnvOverrides(base: Record<string, unknown>, env: NodeJS.Pro
       const idx = /^\d+$/.test(part) ? Number(part) : undefined;
       if (idx !== undefined && idx > MAX_ENV_INDEX) throw new ConfigError(name, `list index ${idx} is too large (at most ${MAX_ENV_INDEX})`);
       const key = idx ?? part;
+      if (idx !== undefined && Array.isArray(node) && idx > node.length) {
+        const list = parts.slice(0, i).join('.') || 'the config';
+        throw new ConfigError(name, `list index ${idx} skips items: ${list} has ${node.length} item${node.length === 1 ? '' : 's'}, so the next one is index ${node.length}`);
+      }
       if (last) {
         let v: unknown;
         try {

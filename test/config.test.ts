@@ -99,6 +99,13 @@ describe('config', () => {
     expect((fromFlag as Error).message).toBe('config: --config: cannot read /nonexistent/cb.yaml: ENOENT');
   });
 
+  it('names the variable whose list index skips items, and appends items in numeric order', async () => {
+    const base = { targets: [{ name: 'a' }] };
+    expect(() => applyEnvOverrides(base, { CLOUD_BOUNCER__TARGETS__5__RULES: '3' })).toThrow('config: CLOUD_BOUNCER__TARGETS__5__RULES: list index 5 skips items: targets has 1 item, so the next one is index 1');
+    const many = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`CLOUD_BOUNCER__WHITELIST__CIDRS__${i}`, `192.0.2.${i}/32`]));
+    expect((applyEnvOverrides({}, many).whitelist as { cidrs: string[] }).cidrs).toEqual(Array.from({ length: 11 }, (_, i) => `192.0.2.${i}/32`));
+  });
+
   it('refuses to run without any configuration', async () => {
     await expect(loadConfig({ env: {} })).rejects.toThrow(/no configuration/);
   });
