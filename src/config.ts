@@ -149,6 +149,14 @@ export function toConfigError(error: z.ZodError, input: unknown, prefix = ''): C
   const found = secret ? undefined : valueAt(input, issue.path);
   if (secret && issue.code === 'invalid_type') return new ConfigError(key, `expected ${issue.expected}, got a ${typeof valueAt(input, issue.path)} (value not shown: it is a secret; quote it in YAML)`);
   if (issue.code === 'invalid_type') return new ConfigError(key, `expected ${issue.expected}, got ${describe(found)}`);
+  if ((issue.code === 'too_small' || issue.code === 'too_big') && /^Too (small|big)/.test(issue.message)) {
+    // zod's own wording ("Too small: expected number to be >=1") in the config's terms.
+    const b = issue as { origin?: string; minimum?: number | bigint; maximum?: number | bigint; inclusive?: boolean };
+    const small = issue.code === 'too_small';
+    const bound = `${small ? '>' : '<'}${b.inclusive === false ? '' : '='} ${String(small ? b.minimum : b.maximum)}`;
+    const what = b.origin === 'array' ? `a list of ${bound} items` : b.origin === 'string' ? `text of ${bound} characters` : `a number ${bound}`;
+    return new ConfigError(key, `expected ${what}, got ${describe(found)}`);
+  }
   return new ConfigError(key, `${issue.message}${found !== undefined && issue.code !== 'custom' ? `, got ${describe(found)}` : ''}`);
 }
 

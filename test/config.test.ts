@@ -49,6 +49,8 @@ describe('config', () => {
       minimal.replace(/targets:[\s\S]*$/, `targets:\n${['a', 'b'].map((n, i) => `  - name: ${n}\n    provider: aws-nacl\n    region: eu-west-1\n    network_acl_id: acl-0123456789abcdef0\n    direction: ${i ? 'egress' : 'ingress'}\n    rule_band: { start: ${10 + 20 * i}, end: ${19 + 20 * i} }\n`).join('')}`),
       /^config: targets\[1\]: target "b" writes to network ACL acl-0123456789abcdef0 in eu-west-1, as target "a" does, .*; use one target with direction: both, or run a second bouncer with its own owner$/,
     ],
+    ['a number below its minimum', minimal.replace('provider: file\n', 'provider: file\n    rules: 0\n'), /^config: targets\[0\]\.rules: expected a number >= 1, got 0 \(number\)$/],
+    ['a band that ends before it starts', minimal.replace(/targets:[\s\S]*$/, 'targets:\n  - name: n\n    provider: aws-nacl\n    region: eu-west-1\n    network_acl_id: acl-0123456789abcdef0\n    rule_band: { start: 50, end: 20 }\n'), /^config: targets\[0\]\.rule_band: expected start <= end, got start 50 and end 20$/],
     ['a duplicate target name', `${minimal}  - name: demo\n    provider: file\n    path: y.json\n`, /^config: targets: target name "demo" is used twice/],
   ])('names the key on %s', async (_name, text, message) => {
     const err = await loadConfig({ path: yamlFile(text), env: {} }).catch((e: unknown) => e);

@@ -150,7 +150,7 @@ export const awsNaclConfigSchema = z
     rule_band: z
       .object({ start: ruleNumber, end: ruleNumber })
       .strict()
-      .refine((b) => b.start <= b.end, { message: 'expected start <= end' })
+      .refine((b) => b.start <= b.end, { error: (i) => `expected start <= end, got start ${(i.input as { start: number }).start} and end ${(i.input as { end: number }).end}` })
       .default(DEFAULT_BAND),
     /** Entries per direction per family, default entries included: 20, or up to 40 after a quota raise. */
     entries_per_family: z.number().int().min(1).max(40, 'expected at most 40 (the AWS maximum after a quota raise)').default(20),

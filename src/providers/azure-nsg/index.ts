@@ -84,7 +84,7 @@ export const azureNsgConfigSchema = z
     priority_band: z
       .object({ start: priority(), end: priority() })
       .strict()
-      .refine((b) => b.start <= b.end, { message: 'expected start <= end' }),
+      .refine((b) => b.start <= b.end, { error: (i) => `expected start <= end, got start ${(i.input as { start: number }).start} and end ${(i.input as { end: number }).end}` }),
     direction: z.enum(['Inbound', 'Outbound']).default('Inbound'),
     prefixes_per_rule: z.number().int().min(1).max(AZURE_LIMITS.prefixesPerNsg).default(100),
     max_prefixes: z.number().int().min(1).max(AZURE_LIMITS.prefixesPerNsg).default(AZURE_LIMITS.prefixesPerNsg),

@@ -103,7 +103,7 @@ export const gcpFirewallConfigSchema = z
     priority_band: z
       .object({ start: priority(), end: priority() })
       .strict()
-      .refine((b) => b.start <= b.end, { message: 'expected start <= end' })
+      .refine((b) => b.start <= b.end, { error: (i) => `expected start <= end, got start ${(i.input as { start: number }).start} and end ${(i.input as { end: number }).end}` })
       .optional(),
     direction: z.enum(['INGRESS', 'EGRESS']).default('INGRESS'),
     ranges_per_rule: z.number().int().min(1).max(GCP_LIMITS.rangesPerRule, `expected at most ${GCP_LIMITS.rangesPerRule} (the VPC limit of source ranges per rule)`).default(256),

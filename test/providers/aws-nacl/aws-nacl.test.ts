@@ -532,7 +532,7 @@ describe('providers/aws-nacl: errors and config', () => {
     const defaults = awsNaclConfigSchema.parse(base);
     expect(defaults).toMatchObject({ direction: 'ingress', rule_band: { start: 10, end: 99 }, entries_per_family: 20, sdk_max_attempts: 3, request_timeout: 10_000, lease_settle: 1_000, lease_ttl: 120_000 });
     const issue = (over: Record<string, unknown>) => awsNaclConfigSchema.safeParse({ ...base, ...over }).error?.issues[0];
-    expect(issue({ rule_band: { start: 120, end: 100 } })?.message).toBe('expected start <= end');
+    expect(issue({ rule_band: { start: 120, end: 100 } })?.message).toBe('expected start <= end, got start 120 and end 100');
     expect(issue({ rule_band: { start: 1, end: 32767 } })?.message).toMatch(/<= 32766/);
     expect(issue({ entries_per_family: 41 })?.message).toMatch(/at most 40/);
     expect(issue({ network_acl_id: 'sg-123' })?.message).toMatch(/network ACL id/);
