@@ -297,7 +297,16 @@ function describeHttpError(err: unknown, where: string, caPath?: string): { mess
   const e = err as NodeJS.ErrnoException & { reason?: string };
   const code = typeof e?.code === 'string' ? e.code : 'ERROR';
   if (TLS_CODES.has(code)) {
-    const hint = caPath ? `the CA in ca_cert_path ${caPath} did not sign it` : 'set ca_cert_path to the CA that signed it';
+    const hint =
+      code === 'CERT_HAS_EXPIRED'
+        ? 'the server certificate has expired'
+        : code === 'CERT_NOT_YET_VALID'
+          ? 'the server certificate is not valid yet (check the clocks)'
+          : code === 'ERR_TLS_CERT_ALTNAME_INVALID'
+            ? `the server certificate does not name the host of api_url${e.reason ? ` (${firstLine(e.reason)})` : ''}`
+            : caPath
+              ? `the CA in ca_cert_path ${caPath} did not sign it`
+              : 'set ca_cert_path to the CA that signed it';
     return { message: `${where}: TLS certificate not trusted (${code}); ${hint}`, code };
   }
   if (code.startsWith('ERR_SSL') || /alert|handshake|certificate/i.test(e?.message ?? '')) {

@@ -287,6 +287,14 @@ describe.skipIf(!available)('sources/lapi against the real LAPI over TLS, with c
     expect(err.message).toMatch(/TLS certificate not trusted \(\w+\); the CA in ca_cert_path \S+ did not sign it$/);
   });
 
+  it('says the certificate does not name the host when api_url names another one, not that the CA is wrong', async () => {
+    // The certificate names 127.0.0.1 and localhost; the IPv4-mapped address reaches the same listener.
+    const url = lapi.url.replace('127.0.0.1', '[::ffff:127.0.0.1]');
+    const err = await rejection(source({ api_url: url, api_key: lapi.apiKey, ca_cert_path: lapi.tls!.ca }).snapshot({ now: Date.now() }));
+    expect(err.message).toMatch(/TLS certificate not trusted \(ERR_TLS_CERT_ALTNAME_INVALID\); the server certificate does not name the host of api_url/);
+    expect(err.message).not.toMatch(/did not sign it/);
+  });
+
   it('refuses a ca_cert_path or key_path that holds no PEM of its kind, before connecting', async () => {
     const notCa = await rejection(source({ api_url: lapi.url, api_key: lapi.apiKey, ca_cert_path: lapi.tls!.bouncerKey }).snapshot({ now: Date.now() }));
     const notKey = await rejection(source({ api_url: lapi.url, ca_cert_path: lapi.tls!.ca, cert_path: lapi.tls!.bouncerCert, key_path: lapi.tls!.bouncerCert }).snapshot({ now: Date.now() }));
