@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { realpathSync } from 'node:fs';
-import { access, constants } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { loadConfig, type Config } from './config.js';
@@ -197,17 +197,29 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-/** Files a source reads on every pass (key, CA, client certificate): validate makes sure they can be read now. */
+/**
+ * Files a source reads on every pass (key, CA, client certificate): validate makes sure each is a
+ * file it can open now. The TLS files only count for an https api_url (a run ignores them otherwise).
+ */
 async function checkSourceFiles(config: Config): Promise<void> {
   for (const [i, s] of config.sources.entries()) {
-    for (const key of ['api_key_file', 'ca_cert_path', 'cert_path', 'key_path'] as const) {
-      const path = (s as Partial<Record<typeof key, string>>)[key];
+    const fields = s as Partial<Record<'api_url' | 'api_key_file' | 'ca_cert_path' | 'cert_path' | 'key_path', string>>;
+    const https = fields.api_url?.toLowerCase().startsWith('https:') ?? false;
+    for (const key of ['api_key_file', ...(https ? (['ca_cert_path', 'cert_path', 'key_path'] as const) : [])] as const) {
+      const path = fields[key];
       if (!path) continue;
+      let problem: string | undefined;
       try {
-        await access(path, constants.R_OK);
+        const handle = await open(path, 'r');
+        try {
+          if (!(await handle.stat()).isFile()) problem = 'not a file';
+        } finally {
+          await handle.close();
+        }
       } catch (err) {
-        throw new ConfigError(`sources[${i}].${key}`, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? errorLine(err)}`, { cause: err });
+        problem = (err as NodeJS.ErrnoException).code ?? errorLine(err);
       }
+      if (problem) throw new ConfigError(`sources[${i}].${key}`, `cannot read ${path}: ${problem}`);
     }
   }
 }

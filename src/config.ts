@@ -232,7 +232,8 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /**
    * The command reads no source (status, flush): a `${VAR}` under `sources` whose variable is unset
-   * is left as text instead of failing, so a lost LAPI secret never blocks removing rules.
+   * is left as text instead of failing, and the sources are not validated (the config returned has
+   * none), so a lost LAPI secret or URL never blocks removing rules.
    */
   sourcesUnused?: boolean | undefined;
 }
@@ -272,12 +273,13 @@ export async function readRawConfig(opts: LoadOptions): Promise<Record<string, u
 }
 
 /** Validates a raw config document, provider keys included. */
-export async function validateConfig(raw: unknown): Promise<Config> {
+export async function validateConfig(raw: unknown, opts: { skipSources?: boolean | undefined } = {}): Promise<Config> {
   const res = configSchema.safeParse(raw);
   if (!res.success) throw toConfigError(res.error, raw);
   const parsed = res.data;
   const sources: SourceConfig[] = [];
-  parsed.sources.forEach((s, i) => {
+  // (status and flush read no source: theirs are not validated, and the config they get has none.)
+  if (!opts.skipSources) parsed.sources.forEach((s, i) => {
     const r = sourceSchema.safeParse(s);
     if (!r.success) throw toConfigError(r.error, s, `sources[${i}]`);
     sources.push(r.data);
@@ -317,5 +319,5 @@ export async function validateConfig(raw: unknown): Promise<Config> {
 }
 
 export async function loadConfig(opts: LoadOptions): Promise<Config> {
-  return validateConfig(await readRawConfig(opts));
+  return validateConfig(await readRawConfig(opts), { skipSources: opts.sourcesUnused });
 }

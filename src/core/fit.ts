@@ -201,7 +201,8 @@ export function fitPool(bans: readonly Ban[], pool: Pool, existing: readonly Rul
   // Moving a CIDR adds it elsewhere before it leaves its rule, so the pool holds it twice in between:
   // only as many moves as the pool's CIDR cap leaves room for.
   let moveRoom = Math.max(0, pool.maxCidrs - selected.length);
-  const sortedExisting = [...existing].sort((a, b) => (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0));
+  // Enabled rules first: a CIDR held twice (after a crash or race) is kept where it is enforced.
+  const sortedExisting = [...existing].sort((a, b) => Number(a.disabled === true) - Number(b.disabled === true) || (a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0));
   for (const r of sortedExisting) {
     let members: Cidr[] = [];
     let minE = Infinity;

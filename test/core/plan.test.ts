@@ -363,6 +363,14 @@ describe('core/plan', () => {
     expect(same.changes.map((c) => [c.kind, c.slot, c.added])).toEqual([['create', 'r02', ['192.0.2.3/32']]]);
   });
 
+  it('keeps a CIDR held twice in the enabled rule, not in a disabled one that sorts first', () => {
+    const off: Rule = { ...rule('r01', ['192.0.2.1/32']), disabled: true };
+    const on = rule('r02', ['192.0.2.1/32', '192.0.2.9/32']);
+    const p = plan([ban('192.0.2.1', { expiresAt: NOW + 4 * HOUR }), ban('192.0.2.9', { expiresAt: NOW + 4 * HOUR })], state([off, on]));
+    expect(p.changes.map((c) => [c.kind, c.slot, c.removed])).toEqual([['delete', 'r01', ['192.0.2.1/32']]]);
+    expect(p.unenforced).toEqual([]);
+  });
+
   it('rewrites a rule the target reports as needing repair, with its content, and only that rule', () => {
     const broken: Rule = { ...rule('r01', ['192.0.2.1/32']), repair: 'rewrite a rule left Failed' };
     const fine = rule('r02', ['192.0.2.2/32']);

@@ -205,20 +205,21 @@ describe('cli (file target)', () => {
     expect((JSON.parse(readFileSync(fw, 'utf8')) as { rules: Array<{ name: string }> }).rules.map((x) => x.name)).toEqual(['allow-office']);
   });
 
-  it('status and flush run with the LAPI key variable unset (they read no source); plan names it', async () => {
+  it('status and flush run with the LAPI key and URL variables unset (they read no source); plan names them', async () => {
     const dir = tmp();
     const cfg = lapiConfig(dir);
     mode = 'ok';
     body = JSON.stringify({ new: [item('192.0.2.1', '4h')], deleted: null });
     await cli(['apply', '--config', cfg]);
-    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('api_key: secret-key-123456', 'api_key: ${LOST_KEY}'));
+    // Both the key and the URL come from variables that are gone (a URL is validated as one).
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('api_key: secret-key-123456', 'api_key: ${LOST_KEY}').replace(/api_url: \S+/, 'api_url: ${LOST_URL}'));
     const status = await cli(['status', '--config', cfg]);
     const plan = await cli(['plan', '--config', cfg]);
     const flush = await cli(['flush', '--yes', '--config', cfg]);
     expect([status.code, status.stderr]).toEqual([0, '']);
     expect(status.stdout).toMatch(/1 owned rule/);
     expect(plan.code).toBe(1);
-    expect(plan.stderr).toMatch(/^cloud-bouncer: error: config: sources\[0\]\.api_key: environment variable LOST_KEY is not set/);
+    expect(plan.stderr).toMatch(/^cloud-bouncer: error: config: sources\[0\]\.api_(key|url): environment variable LOST_(KEY|URL) is not set/);
     expect(flush.code).toBe(0);
     expect(flush.stderr).not.toMatch(/error/);
     expect((JSON.parse(readFileSync(join(dir, 'fw.json'), 'utf8')) as { rules: unknown[] }).rules).toEqual([]);
@@ -247,17 +248,23 @@ describe('cli (file target)', () => {
     const dir = tmp();
     const key = join(dir, 'key');
     writeFileSync(key, 'secret-key-123456\n');
-    const doc = (extra: string) => {
+    const doc = (extra: string, scheme = 'https') => {
       const p = join(dir, 'c.yaml');
-      writeFileSync(p, `sources:\n  - name: lapi\n    type: lapi\n    api_url: https://127.0.0.1:1/\n    api_key_file: ${key}\n${extra}targets:\n  - name: fw\n    provider: file\n    path: ${join(dir, 'fw.json')}\n`);
+      writeFileSync(p, `sources:\n  - name: lapi\n    type: lapi\n    api_url: ${scheme}://127.0.0.1:1/\n    api_key_file: ${key}\n${extra}targets:\n  - name: fw\n    provider: file\n    path: ${join(dir, 'fw.json')}\n`);
       return p;
     };
+    const missingCa = `    ca_cert_path: ${join(dir, 'missing-ca.pem')}\n`;
     const good = await cli(['validate', '--config', doc('')]);
-    const noCa = await cli(['validate', '--config', doc(`    ca_cert_path: ${join(dir, 'missing-ca.pem')}\n`)]);
+    const noCa = await cli(['validate', '--config', doc(missingCa)]);
+    // Over plain http a run never reads the TLS files, so their absence is no error.
+    const overHttp = await cli(['validate', '--config', doc(missingCa, 'http')]);
+    const dirAsCa = await cli(['validate', '--config', doc(`    ca_cert_path: ${dir}\n`)]);
     rmSync(key);
     const noKey = await cli(['validate', '--config', doc('')]);
     expect(good.code).toBe(0);
+    expect(overHttp.code).toBe(0);
     expect([noCa.code, noCa.stderr]).toEqual([1, `cloud-bouncer: error: config: sources[0].ca_cert_path: cannot read ${join(dir, 'missing-ca.pem')}: ENOENT\n`]);
+    expect([dirAsCa.code, dirAsCa.stderr]).toEqual([1, `cloud-bouncer: error: config: sources[0].ca_cert_path: cannot read ${dir}: not a file\n`]);
     expect([noKey.code, noKey.stderr]).toEqual([1, `cloud-bouncer: error: config: sources[0].api_key_file: cannot read ${key}: ENOENT\n`]);
   });
 });
