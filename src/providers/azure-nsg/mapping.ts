@@ -43,6 +43,9 @@ export interface ArmNetworkSecurityGroup {
   provisioningState?: string | undefined;
   /** Re-evaluate established flows when rules change (off by default: a flow open before a Deny survives it). */
   flushConnection?: boolean | undefined;
+  /** What the NSG is associated with (read-only). With neither, its rules filter no traffic. */
+  subnets?: Array<{ id?: string | undefined }> | undefined;
+  networkInterfaces?: Array<{ id?: string | undefined }> | undefined;
 }
 
 /** Azure limits (Azure networking limits, "Network security groups"). */
@@ -291,6 +294,10 @@ export function nsgToState(layout: Layout, nsg: ArmNetworkSecurityGroup): Target
     bucketMs: layout.bucketMs,
     totals: { rules: ruleCap, cidrs: layout.maxPrefixes },
   };
+  if ((nsg.subnets ?? []).length === 0 && (nsg.networkInterfaces ?? []).length === 0) {
+    // An NSG filters only the subnets and network interfaces associated with it: with none, every ban is a no-op.
+    warnings.push(`NSG ${nsg.name ?? '?'} is associated with no subnet or network interface: its rules filter no traffic, so no ban is enforced until it is associated with what it should protect`);
+  }
   if (nsg.flushConnection !== true) {
     // NSG rules are stateful: without it, a connection opened before its address was banned (a SIP
     // registration over TCP, a UDP flow kept alive) stays open after our Deny lands.

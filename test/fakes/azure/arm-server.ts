@@ -115,6 +115,8 @@ interface NsgState {
   active?: Op | undefined;
   /** `flushConnection`: Azure's default is off (established flows survive a new Deny). */
   flushConnection: boolean;
+  /** Subnet ids the NSG is associated with (read-only in ARM; set by the fixture). */
+  subnets: string[];
 }
 
 const DEFAULT_BEHAVIOUR: Required<FakeBehaviour> = { pollsUntilDone: 1, operationMs: 250, retryAfterSec: 1, pollRetryAfterSec: 0, throttleStyle: 'mixed', pageSize: 0 };
@@ -247,8 +249,10 @@ export class FakeArm {
   }
 
   /** Creates (or replaces) an NSG directly, as a test fixture. */
-  seedNsg(rg: string, name: string, rules: (FakeRuleProps & { name: string })[] = [], opts: { flushConnection?: boolean } = {}): void {
-    const nsg: NsgState = { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: opts.flushConnection ?? false };
+  seedNsg(rg: string, name: string, rules: (FakeRuleProps & { name: string })[] = [], opts: { flushConnection?: boolean; subnets?: string[] } = {}): void {
+    // One associated subnet unless told otherwise, as for an NSG in use.
+    const subnets = opts.subnets ?? [`/subscriptions/${this.opts.subscriptionId}/resourceGroups/${rg}/providers/Microsoft.Network/virtualNetworks/vnet/subnets/${name}-subnet`];
+    const nsg: NsgState = { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: opts.flushConnection ?? false, subnets };
     for (const r of rules) {
       const { name: ruleName, ...props } = r;
       nsg.rules.set(ruleName.toLowerCase(), { name: ruleName, props: this.normalise(props), provisioningState: 'Succeeded', etag: etag() });
@@ -328,6 +332,7 @@ export class FakeArm {
         provisioningState: nsg.active ? 'Updating' : 'Succeeded',
         resourceGuid: nsg.guid,
         flushConnection: nsg.flushConnection,
+        ...(nsg.subnets.length > 0 ? { subnets: nsg.subnets.map((id) => ({ id })) } : {}),
         securityRules: [...nsg.rules.values()].map((r) => this.ruleJson(nsg, r)),
         defaultSecurityRules: DEFAULT_RULES.map(({ name, ...props }) => ({
           name,
@@ -675,7 +680,7 @@ export class FakeArm {
     }
     if (typeof body.location !== 'string') throw new ArmError(400, 'LocationRequired', 'The location property is required for this definition.');
     const created = !nsg;
-    nsg ??= { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: false };
+    nsg ??= { rg, name, guid: randomUUID(), etag: etag(), rules: new Map(), flushConnection: false, subnets: [] };
     if (typeof body.properties?.flushConnection === 'boolean') nsg.flushConnection = body.properties.flushConnection;
     const next = new Map<string, StoredRule>();
     for (const r of body.properties?.securityRules ?? []) {

@@ -161,6 +161,12 @@ describe('providers/azure-nsg: rules Azure left Failed, and flushConnection', ()
     expect(warned).toEqual([expect.stringMatching(new RegExp(`^NSG ${off} has flushConnection off`))]);
     expect(quiet).toEqual([]);
   });
+
+  it('warns while the NSG is associated with nothing, as the fake answers it', async () => {
+    const lone = `${newNsg(env)}-lone`;
+    env.fake.seedNsg(RG, lone, [], { flushConnection: true, subnets: [] });
+    expect((await makeProvider(env, { nsg_name: lone }).read()).warnings).toEqual([expect.stringMatching(new RegExp(`^NSG ${lone} is associated with no subnet or network interface`))]);
+  });
 });
 
 describe('providers/azure-nsg: behaviour 2 (caps)', () => {

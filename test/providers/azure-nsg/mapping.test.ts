@@ -123,6 +123,7 @@ describe('providers/azure-nsg mapping', () => {
     const own = { name: slotName(band, 200), ...ruleBody(band, 200, ['192.0.2.0/24'], exp) };
     const state = nsgToState(band, {
       flushConnection: true,
+      subnets: [{ id: 'subnet-a' }],
       securityRules: [
         own,
         foreign('all', 110, { sourceAddressPrefix: 'Internet' }),
@@ -137,15 +138,22 @@ describe('providers/azure-nsg mapping', () => {
   });
 
   it('warns, naming the NSG, when flushConnection is off, so flows opened before a ban survive it', () => {
-    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [] }).warnings).toEqual([expect.stringMatching(/^NSG edge-nsg has flushConnection off: flows opened before an address was banned stay open/)]);
-    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: false }).warnings).toHaveLength(1);
-    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: true }).warnings).toEqual([]);
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], subnets: [{ id: 'subnet-a' }] }).warnings).toEqual([expect.stringMatching(/^NSG edge-nsg has flushConnection off: flows opened before an address was banned stay open/)]);
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: false, subnets: [{ id: 'subnet-a' }] }).warnings).toHaveLength(1);
+    expect(nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: true, subnets: [{ id: 'subnet-a' }] }).warnings).toEqual([]);
+  });
+
+  it('warns, naming the NSG, when it is associated with no subnet and no network interface', () => {
+    const none = nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: true }).warnings;
+    const nic = nsgToState(layout, { name: 'edge-nsg', securityRules: [], flushConnection: true, networkInterfaces: [{ id: 'nic-a' }] }).warnings;
+    expect(none).toEqual([expect.stringMatching(/^NSG edge-nsg is associated with no subnet or network interface: its rules filter no traffic/)]);
+    expect(nic).toEqual([]);
   });
 
   it('marks an owned rule left Failed for a rewrite, and warns; a foreign Failed rule is only warned about', () => {
     const own = { name: slotName(layout, 101), ...ruleBody(layout, 101, ['192.0.2.1/32'], exp), provisioningState: 'Failed' };
     const other = { ...foreign('web', 300), provisioningState: 'Failed' };
-    const state = nsgToState(layout, { flushConnection: true, securityRules: [own, other] });
+    const state = nsgToState(layout, { flushConnection: true, subnets: [{ id: 'subnet-a' }], securityRules: [own, other] });
     expect(state.rules.map((r) => [r.slot, r.repair])).toEqual([[slotName(layout, 101), 'rewrite a rule Azure left in provisioning state Failed']]);
     expect(state.warnings).toEqual([expect.stringMatching(/which the next apply does$/), expect.stringMatching(/rule web is in provisioning state Failed; Azure may not enforce it until it is written again$/)]);
   });
