@@ -253,34 +253,17 @@ export function packClaims(owner: string, claims: Claims): Map<string, string> {
  * rules 10, 11, egress rule 16, and the apply lease of owner default`.
  */
 export function describeTagWrite(tags: readonly NaclTag[]): string {
-  const rules: Record<Direction, number[]> = { ingress: [], egress: [] };
-  const leases: string[] = [];
-  let other = 0;
-  for (const { key, value } of tags) {
-    const lm = LEASE_KEY_RE.exec(key);
-    if (lm) {
-      leases.push(lm[1]!);
-      continue;
-    }
-    const m = KEY_RE.exec(key);
-    if (!m) {
-      other++;
-      continue;
-    }
-    for (const rec of value.split(' ')) {
-      const r = /^(\d{1,5})=/.exec(rec);
-      if (r) rules[m[2] as Direction].push(Number(r[1]));
-    }
-  }
-  const parts: string[] = [];
-  for (const dir of DIRECTIONS) {
-    const list = rules[dir].sort((a, b) => a - b);
-    if (list.length > 0) parts.push(`${dir} rule${list.length === 1 ? '' : 's'} ${list.join(', ')}`);
-  }
+  // A write carries one owner's tags: read them as a read of the NACL would.
+  const owner = tags.map((t) => KEY_RE.exec(t.key)?.[1] ?? LEASE_KEY_RE.exec(t.key)?.[1]).find((o) => o !== undefined) ?? '';
+  const parsed = parseTags(tags, owner);
+  const parts = DIRECTIONS.flatMap((dir) => {
+    const list = [...parsed.claims[dir].keys()].sort((a, b) => a - b);
+    return list.length > 0 ? [`${dir} rule${list.length === 1 ? '' : 's'} ${list.join(', ')}`] : [];
+  });
   const out: string[] = [];
   if (parts.length > 0) out.push(`claims of ${parts.join(', ')}`);
-  for (const owner of leases) out.push(`the apply lease of owner ${owner}`);
-  if (other > 0) out.push(`${other} other tag${other === 1 ? '' : 's'}`);
+  if (parsed.lease) out.push(`the apply lease of owner ${owner}`);
+  if (parsed.foreignTags > 0) out.push(`${parsed.foreignTags} other tag${parsed.foreignTags === 1 ? '' : 's'}`);
   return out.length > 0 ? out.join(', and ') : 'no tags';
 }
 
@@ -304,7 +287,7 @@ export function trafficOf(e: NaclEntry): string {
 }
 
 function outsideBand(rule: number, dir: Direction, owner: string, band: { start: number; end: number }, what: string): string {
-  return `rule ${rule} (${dir}), ${what}, is claimed by owner ${owner} but lies outside rule_band ${band.start}-${band.end}: another cloud-bouncer with owner ${owner} writes to this NACL, or the band was changed. Give each bouncer its own owner; to clear an old band, run flush --yes with that band`;
+  return `rule ${rule} (${dir}), ${what}, is claimed by owner ${owner} but lies outside rule_band ${band.start}-${band.end}: another cloud-bouncer with owner ${owner} writes to this NACL, or the band was changed. Give each bouncer its own owner and a band of its own; to clear an old band, run flush --yes with that band`;
 }
 
 export function describeEntry(e: NaclEntry): string {
